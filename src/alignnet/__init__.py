@@ -1,0 +1,18 @@
+"""alignnet: vision models that explain themselves (B-cos networks and CoDA-Nets).
+
+Every model is an input-dependent linear map ``logits = W(x) x + b``; :func:`explain` returns
+``W(x)`` and the exact per-pixel contributions in one backward pass.
+"""
+
+from ._version import __version__
+from .explain import Explanation, colour_explanation, explain, plot_contribution_map
+from .layers import explanation_mode
+
+__all__ = [
+    "Explanation",
+    "__version__",
+    "colour_explanation",
+    "explain",
+    "explanation_mode",
+    "plot_contribution_map",
+]

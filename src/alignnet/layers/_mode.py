@@ -1,0 +1,100 @@
+"""The explanation-mode switch shared by every dynamic layer (REFERENCE.md section 1).
+
+A dynamic-linear layer computes ``out = W(x) x``. In explanation mode the input-dependent
+factor ``W(x)`` is detached from the autograd graph, so the gradient of an output with respect
+to the input *is* the row of ``W_total(x)`` and ``contributions = W_total(x) * x`` sum exactly
+to the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+
+from torch import nn
+
+__all__ = ["DynamicLinear", "explanation_mode", "non_detachable_modules"]
+
+
+class DynamicLinear(nn.Module):
+    """Base class of layers whose dynamic factors can be detached.
+
+    Subclasses read ``self.detach`` in ``forward`` and call ``.detach()`` on every factor that
+    depends on the input (cosine scale, patch norms, predicted weights, norm statistics).
+    """
+
+    detach: bool = False
+
+
+# Modules that are not dynamic-linear and cannot be made so by detaching: with them in the
+# network, ``sum(contributions) + bias == logit`` need not hold (the paper models have none).
+_NON_LINEAR = (
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.GELU,
+    nn.SiLU,
+    nn.ELU,
+    nn.Softplus,
+    nn.Softmax,
+    nn.LogSoftmax,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm2d,
+    nn.MultiheadAttention,
+    nn.LocalResponseNorm,
+)
+
+
+def non_detachable_modules(model: nn.Module) -> list[str]:
+    """Names of submodules that break the dynamic-linear property.
+
+    These are non-linear modules with no detachable form, and plain convolutions / linear
+    layers / batch norms with a bias, whose bias is not attributed to any input pixel.
+    """
+    found = []
+    inside = {id(sub) for m in model.modules() if isinstance(m, DynamicLinear) for sub in m.modules()}
+    for name, module in model.named_modules():
+        if id(module) in inside:  # dynamic layers and the parameter holders inside them
+            continue
+        if isinstance(module, _NON_LINEAR):
+            found.append(f"{name or '<model>'} ({type(module).__name__})")
+        elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            if module.bias is not None and bool(module.bias.detach().abs().max() > 0):
+                found.append(f"{name} ({type(module).__name__} with bias)")
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            found.append(f"{name} ({type(module).__name__}: affine with a mean shift)")
+    return found
+
+
+@contextlib.contextmanager
+def explanation_mode(model: nn.Module, warn: bool = True) -> Iterator[nn.Module]:
+    """Detach every dynamic factor of ``model`` while the block runs.
+
+    Each layer's previous flag is saved and put back on exit, also when the block raises,
+    so nested uses restore correctly and the caller's model is never left modified.
+
+    Parameters
+    ----------
+    model:
+        Any module; its :class:`DynamicLinear` submodules are switched.
+    warn:
+        Warn (once per call) about submodules that cannot be detached, since completeness
+        need not hold for such a network.
+    """
+    if warn:
+        bad = non_detachable_modules(model)
+        if bad:
+            warnings.warn(
+                "explanation mode cannot make these modules dynamic-linear, so contributions "
+                "need not sum to the logit: " + ", ".join(bad[:8]) + (" ..." if len(bad) > 8 else ""),
+                stacklevel=3,
+            )
+    saved = [(m, m.detach) for m in model.modules() if isinstance(m, DynamicLinear)]
+    try:
+        for m, _ in saved:
+            m.detach = True
+        yield model
+    finally:
+        for m, previous in reversed(saved):
+            m.detach = previous

@@ -1,0 +1,206 @@
+"""B-cos layers (REFERENCE.md section 3).
+
+``f(x) = |cos(x, w_hat)|^(B-1) * (w_hat . x)`` with unit-norm weights ``w_hat``. For
+convolutions ``||x||`` is the L2 norm of each receptive-field patch over all input channels
+of the group, computed with an average pool of the squared input ("pooling trick") instead of
+unfolding the patches.
+
+Given the same ``weight``, the outputs equal those of the ``bcos`` package's layers with the same
+arguments (its ``BcosConv2d``/``BcosLinear``, or ``BcosConv2dWithScale`` when ``scale`` is set);
+the only difference in the state dict is that ``bcos`` stores the weight as ``linear.weight``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+from ._mode import DynamicLinear
+
+__all__ = ["BcosConv2d", "BcosLinear", "v1_scale", "patch_norms"]
+
+_NORM_EPS = 1e-6  # inside the patch-norm square root (as in the bcos package)
+_COS_EPS = 1e-6  # added to |cos| for B != 2, keeps pow() differentiable at 0 (as in bcos)
+
+
+def v1_scale(kernel_size: int | tuple[int, int], in_channels: int, factor: float = 100.0) -> float:
+    """The B-cos v1 output down-scale ``sqrt(k*k*C_in) / 100`` (REFERENCE.md section 3)."""
+    kh, kw = _pair(kernel_size)
+    return math.sqrt(kh * kw * in_channels) / factor
+
+
+def _resolve_scale(scale: float | str | None, kernel_size, in_channels: int) -> float | None:
+    if scale is None:
+        return None
+    if isinstance(scale, str):
+        if scale != "v1":
+            raise ValueError(f"scale must be a positive number, None or 'v1', got {scale!r}")
+        return v1_scale(kernel_size, in_channels)
+    scale = float(scale)
+    if not scale > 0 or not math.isfinite(scale):
+        raise ValueError(f"scale must be a positive finite number, got {scale}")
+    return scale
+
+
+def _check_b_maxout(b: float, max_out: int) -> tuple[float, int]:
+    b = float(b)
+    if not b >= 1 or not math.isfinite(b):
+        raise ValueError(f"b must be a finite number >= 1 (b=1 is a plain linear layer), got {b}")
+    if int(max_out) != max_out or max_out < 1:
+        raise ValueError(f"max_out must be an integer >= 1, got {max_out}")
+    return b, int(max_out)
+
+
+def patch_norms(
+    x: Tensor,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    groups: int = 1,
+) -> Tensor:
+    """L2 norm of every convolution patch, per group: ``(N, C, H, W) -> (N, groups, H', W')``.
+
+    ``sqrt(k*k * avg_pool(sum_c x^2) + 1e-6)``; zero padding counts in the mean, so this is the
+    norm of the zero-padded patch exactly as the convolution sees it.
+    """
+    kh, kw = _pair(kernel_size)
+    squares = x * x
+    squares = squares.unflatten(1, (groups, -1)).sum(2) if groups > 1 else squares.sum(1, keepdim=True)
+    pooled = F.avg_pool2d(squares, (kh, kw), stride=stride, padding=padding)
+    return (pooled * (kh * kw) + _NORM_EPS).sqrt()
+
+
+def _bcos_scaling(linear: Tensor, norm: Tensor, b: float, detach: bool) -> Tensor:
+    """Apply ``|cos|^(B-1)`` to the linear output; the factor is detached in explanation mode."""
+    if detach:
+        lin_d, norm = linear.detach(), norm.detach()
+    else:
+        lin_d = linear
+    if b == 2:  # fast path: |cos| * (w.x) = |w.x| / ||x|| * (w.x), no pow()
+        dynamic = lin_d.abs() / norm
+    else:
+        dynamic = ((lin_d / norm).abs() + _COS_EPS).pow(b - 1)
+    return dynamic * linear
+
+
+class BcosConv2d(DynamicLinear):
+    """B-cos 2D convolution.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, groups:
+        As for :class:`torch.nn.Conv2d` (no bias, no dilation).
+    b:
+        Alignment pressure ``B >= 1``; ``b=1`` is a unit-norm linear convolution.
+    max_out:
+        MaxOut units per output channel (v1 used 2); ``weight`` has ``out*max_out`` rows.
+    scale:
+        Divide the output by this number; ``None`` for none, ``"v1"`` for ``sqrt(k*k*C_in)/100``.
+
+    Shapes: ``(N, in_channels, H, W) -> (N, out_channels, H', W')``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        groups: int = 1,
+        b: float = 2.0,
+        max_out: int = 1,
+        scale: float | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.b, self.max_out = _check_b_maxout(b, max_out)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be "
+                f"divisible by groups ({groups})"
+            )
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        self.scale = _resolve_scale(scale, kernel_size, in_channels)
+        # Same shape and initialisation as nn.Conv2d's weight (out*max_out first).
+        conv = nn.Conv2d(in_channels, out_channels * self.max_out, kernel_size, groups=groups, bias=False)
+        self.weight = nn.Parameter(conv.weight.detach().clone())
+
+    def normalized_weight(self) -> Tensor:
+        """Unit-norm weight rows ``w_hat`` (each over ``in/groups * k * k``)."""
+        return self.weight / torch.linalg.vector_norm(self.weight, dim=(1, 2, 3), keepdim=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        out = F.conv2d(x, self.normalized_weight(), None, self.stride, self.padding, 1, self.groups)
+        if self.max_out > 1:
+            out = out.unflatten(1, (self.out_channels, self.max_out)).amax(dim=2)
+        if self.b != 1:
+            norm = patch_norms(x, self.kernel_size, self.stride, self.padding, self.groups)
+            if self.groups > 1:
+                norm = norm.repeat_interleave(self.out_channels // self.groups, dim=1)
+            out = _bcos_scaling(out, norm, self.b, self.detach)
+        return out if self.scale is None else out / self.scale
+
+    def extra_repr(self) -> str:
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, b={self.b:g}"
+        )
+        if self.groups > 1:
+            s += f", groups={self.groups}"
+        if self.max_out > 1:
+            s += f", max_out={self.max_out}"
+        if self.scale is not None:
+            s += f", scale={self.scale:.4g}"
+        return s
+
+
+class BcosLinear(DynamicLinear):
+    """B-cos linear layer: ``(*, in_features) -> (*, out_features)``; arguments as :class:`BcosConv2d`."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        b: float = 2.0,
+        max_out: int = 1,
+        scale: float | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.b, self.max_out = _check_b_maxout(b, max_out)
+        self.in_features, self.out_features = in_features, out_features
+        self.scale = _resolve_scale(scale, 1, in_features)
+        lin = nn.Linear(in_features, out_features * self.max_out, bias=False)
+        self.weight = nn.Parameter(lin.weight.detach().clone())
+
+    def normalized_weight(self) -> Tensor:
+        return self.weight / torch.linalg.vector_norm(self.weight, dim=1, keepdim=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"{type(self).__name__} expects input (..., {self.in_features}), got {tuple(x.shape)}"
+            )
+        out = F.linear(x, self.normalized_weight())
+        if self.max_out > 1:
+            out = out.unflatten(-1, (self.out_features, self.max_out)).amax(dim=-1)
+        if self.b != 1:
+            norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True) + 1e-12
+            out = _bcos_scaling(out, norm, self.b, self.detach)
+        return out if self.scale is None else out / self.scale
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_features}, {self.out_features}, b={self.b:g}"
+        if self.max_out > 1:
+            s += f", max_out={self.max_out}"
+        if self.scale is not None:
+            s += f", scale={self.scale:.4g}"
+        return s

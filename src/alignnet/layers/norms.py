@@ -1,0 +1,84 @@
+"""Uncentered (mean-free, bias-free) normalisation layers of B-cos v2 (REFERENCE.md section 3).
+
+They only divide by a scale and never subtract a mean, so the network stays dynamic-linear;
+the scale (batch or token statistics) is a dynamic factor that explanation mode detaches.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._mode import DynamicLinear
+
+__all__ = ["BatchNormUncentered2d", "LayerNormUncentered", "LayerNormUncentered2d"]
+
+
+class BatchNormUncentered2d(nn.BatchNorm2d, DynamicLinear):
+    """Batch norm that divides by the batch standard deviation and never subtracts the mean.
+
+    ``y = weight * x / sqrt(var + eps)``; ``var`` is the (biased) batch variance per channel
+    in training and the running variance in evaluation. No bias. ``(N, C, H, W) -> same``.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine)
+        if affine:
+            self.bias = None  # bias-free: a bias would not be attributed to any input pixel
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.num_features:
+            raise ValueError(f"BatchNormUncentered2d expects (N, {self.num_features}, H, W), got {tuple(x.shape)}")
+        if self.training:
+            var = (x.detach() if self.detach else x).var(dim=(0, 2, 3), unbiased=False)
+            if self.track_running_stats:
+                with torch.no_grad():
+                    self.num_batches_tracked.add_(1)
+                    self.running_var.lerp_(var.detach(), self.momentum if self.momentum is not None else 1.0)
+        else:
+            var = self.running_var
+        y = x / (var + self.eps).sqrt()[None, :, None, None]
+        if self.weight is not None:
+            y = y * self.weight[None, :, None, None]
+        return y
+
+
+class LayerNormUncentered(DynamicLinear):
+    """Layer norm over the last dimension without centering and without bias (for B-cos ViTs).
+
+    ``y = weight * x / sqrt(var(x) + eps)`` with ``var`` over the last dimension.
+    """
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-5, elementwise_affine: bool = True) -> None:
+        super().__init__()
+        self.normalized_shape, self.eps = normalized_shape, eps
+        self.weight = nn.Parameter(torch.ones(normalized_shape)) if elementwise_affine else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.normalized_shape:
+            raise ValueError(f"LayerNormUncentered expects (..., {self.normalized_shape}), got {tuple(x.shape)}")
+        var = (x.detach() if self.detach else x).var(dim=-1, unbiased=False, keepdim=True)
+        y = x / (var + self.eps).sqrt()
+        return y if self.weight is None else y * self.weight
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class LayerNormUncentered2d(DynamicLinear):
+    """Layer norm of feature maps over ``(C, H, W)`` per image, uncentered and bias-free."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__()
+        self.num_features, self.eps = num_features, eps
+        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.num_features:
+            raise ValueError(f"LayerNormUncentered2d expects (N, {self.num_features}, H, W), got {tuple(x.shape)}")
+        var = (x.detach() if self.detach else x).var(dim=(1, 2, 3), unbiased=False, keepdim=True)
+        y = x / (var + self.eps).sqrt()
+        return y if self.weight is None else y * self.weight[None, :, None, None]
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
