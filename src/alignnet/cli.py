@@ -1,0 +1,80 @@
+"""The ``alignnet`` command line.
+
+Each subcommand lives in the module that owns its concept and exposes two functions,
+``add_arguments(parser: argparse.ArgumentParser) -> None`` and ``run(args) -> int | None``.
+They are imported lazily, only for the subcommand that runs, so ``alignnet --help`` is fast and
+a missing optional dependency only affects the command that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "COMMANDS"]
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("alignnet.demo", "the main job: explain, compare and evaluate the shipped Fashion-MNIST models"),
+    "explain": ("alignnet.commands.explain", "explain images with a model: colour explanations and contribution maps"),
+    "compare": ("alignnet.commands.compare", "side-by-side figure of our explanation and post-hoc methods"),
+    "video": ("alignnet.video", "explain a video frame by frame and write frames and explanations side by side"),
+    "toy": ("alignnet.toy", "the B-cos toy figure: loss against weight angle for B in {1, 2, 50}"),
+    "models": ("alignnet.models.cli", "list the registered models with parameter counts and input sizes"),
+    "train": ("alignnet.train.cli", "train a registered model with a paper recipe or your own config"),
+    "evaluate": ("alignnet.metrics.cli", "localisation and pixel-removal metrics for ours and post-hoc methods"),
+    "serve": ("alignnet.serve", "local web explorer: upload an image, see what the model saw"),
+}
+
+
+def build_parser(load: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only subcommand ``load`` gets its full arguments (all with ``load='*'``)."""
+    parser = argparse.ArgumentParser(
+        prog="alignnet",
+        description="Vision models that explain themselves: B-cos networks and CoDA-Nets.",
+    )
+    from ._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"alignnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if load in (name, "*"):
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                p.set_defaults(_import_error=exc)
+                continue
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(load=command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    error = getattr(args, "_import_error", None)
+    if error is not None:
+        print(f"alignnet {args.command}: cannot import what it needs: {error}", file=sys.stderr)
+        print("install the extras: pip install 'alignnet[all]'", file=sys.stderr)
+        return 1
+    try:
+        code = args._run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError) as exc:
+        # user errors (bad paths, names, shapes): one clear line, no traceback
+        print(f"alignnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""CLI subcommands that are thin layers over the library (explain, compare)."""
