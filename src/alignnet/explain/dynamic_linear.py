@@ -123,7 +123,9 @@ def _normalise_targets(targets, logits: Tensor, explained: Tensor) -> Tensor:
         elif t.dim() > 2 or t.shape[0] != n:
             raise ValueError(f"targets must be an int, (N,) or (N, K) with N={n}; got shape {tuple(t.shape)}")
     if bool(((t < 0) | (t >= k)).any()):
-        raise ValueError(f"target index out of range: the model has {k} outputs, got targets {t.unique().tolist()[:10]}")
+        raise ValueError(
+            f"target index out of range: the model has {k} outputs, got targets {t.unique().tolist()[:10]}"
+        )
     return t
 
 
@@ -256,7 +258,5 @@ def _input_gradients(outputs: Tensor, source: Tensor) -> Tensor:
     try:
         (g,) = torch.autograd.grad(outputs, source, grad_outputs, retain_graph=True, is_grads_batched=True)
     except RuntimeError:
-        g = torch.stack(
-            [torch.autograd.grad(outputs[:, j].sum(), source, retain_graph=True)[0] for j in range(k)]
-        )
+        g = torch.stack([torch.autograd.grad(outputs[:, j].sum(), source, retain_graph=True)[0] for j in range(k)])
     return g.transpose(0, 1)

@@ -71,4 +71,3 @@ def plot_explanation(image, rgba: np.ndarray, contributions, path: str | Path | 
         fig.savefig(path, dpi=150, bbox_inches="tight")
         plt.close(fig)
     return fig
-

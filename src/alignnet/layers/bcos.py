@@ -120,8 +120,7 @@ class BcosConv2d(DynamicLinear):
         self.b, self.max_out = _check_b_maxout(b, max_out)
         if in_channels % groups or out_channels % groups:
             raise ValueError(
-                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be "
-                f"divisible by groups ({groups})"
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})"
             )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
@@ -136,9 +135,7 @@ class BcosConv2d(DynamicLinear):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"{type(self).__name__} expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         out = F.conv2d(x, self.normalized_weight(), None, self.stride, self.padding, 1, self.groups)
         if self.max_out > 1:
             out = out.unflatten(1, (self.out_channels, self.max_out)).amax(dim=2)
@@ -186,9 +183,7 @@ class BcosLinear(DynamicLinear):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"{type(self).__name__} expects input (..., {self.in_features}), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"{type(self).__name__} expects input (..., {self.in_features}), got {tuple(x.shape)}")
         out = F.linear(x, self.normalized_weight())
         if self.max_out > 1:
             out = out.unflatten(-1, (self.out_features, self.max_out)).amax(dim=-1)

@@ -34,7 +34,9 @@ class BatchNormUncentered2d(nn.BatchNorm2d, DynamicLinear):
             if self.track_running_stats:
                 with torch.no_grad():
                     self.num_batches_tracked.add_(1)
-                    self.running_var.lerp_(var.detach(), self.momentum if self.momentum is not None else 1.0)
+                    # momentum=None: cumulative moving average, as nn.BatchNorm2d
+                    factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                    self.running_var.lerp_(var.detach(), factor)
         else:
             var = self.running_var
         y = x / (var + self.eps).sqrt()[None, :, None, None]

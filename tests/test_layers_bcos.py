@@ -1,0 +1,167 @@
+"""B-cos layers: pooling-trick norms vs unfold, fast path, b=1, MaxOut, groups, scale, bcos parity."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alignnet.layers import BcosConv2d, BcosLinear, patch_norms, v1_scale
+
+
+def unfold_norms(x, k, stride, padding, groups):
+    """Brute force: unfold every patch and take its L2 norm per group."""
+    n, c = x.shape[:2]
+    cols = F.unfold(x, k, padding=padding, stride=stride)  # (N, C*k*k, L)
+    cols = cols.view(n, groups, (c // groups) * k * k, -1)
+    h = (x.shape[2] + 2 * padding - k) // stride + 1
+    w = (x.shape[3] + 2 * padding - k) // stride + 1
+    return (cols.pow(2).sum(2) + 1e-6).sqrt().view(n, groups, h, w)
+
+
+def reference_bcos_conv(layer: BcosConv2d, x, general: bool = False):
+    """The B-cos formula evaluated patch by patch from F.unfold (REFERENCE.md section 3).
+
+    B != 2 (or ``general``) uses ``(|cos| + 1e-6)^(B-1)`` as the bcos package does; B = 2 uses ``|cos|``.
+    """
+    k, s, p, g = layer.kernel_size[0], layer.stride[0], layer.padding[0], layer.groups
+    n = x.shape[0]
+    cols = F.unfold(x, k, padding=p, stride=s)  # (N, C*k*k, L)
+    cin_g = layer.in_channels // g
+    cols = cols.view(n, g, cin_g * k * k, -1)
+    w = layer.weight.view(g, -1, cin_g * k * k)  # (G, O*M/G, D)
+    w = w / w.norm(dim=2, keepdim=True)
+    lin = torch.einsum("god,ngdl->ngol", w, cols).reshape(n, -1, cols.shape[-1])  # (N, O*M, L)
+    norms = (cols.pow(2).sum(2) + 1e-6).sqrt()  # (N, G, L)
+    if layer.max_out > 1:
+        lin = lin.view(n, layer.out_channels, layer.max_out, -1).amax(2)
+    norms = norms.repeat_interleave(layer.out_channels // g, dim=1)
+    cos = lin / norms
+    if layer.b == 1:
+        out = lin
+    elif layer.b == 2 and not general:
+        out = lin * cos.abs()
+    else:
+        out = lin * (cos.abs() + 1e-6).pow(layer.b - 1)
+    if layer.scale is not None:
+        out = out / layer.scale
+    h = (x.shape[2] + 2 * p - k) // s + 1
+    return out.view(n, layer.out_channels, h, -1)
+
+
+@pytest.mark.parametrize(
+    "c,k,stride,padding,groups,size",
+    [(3, 3, 1, 1, 1, 8), (4, 3, 2, 1, 2, 9), (6, 5, 2, 2, 3, 11), (8, 1, 1, 0, 4, 7), (2, 4, 3, 0, 1, 13)],
+)
+def test_patch_norms_match_unfold(c, k, stride, padding, groups, size):
+    x = torch.randn(2, c, size, size + 2, dtype=torch.float64)
+    ours = patch_norms(x, k, stride, padding, groups)
+    torch.testing.assert_close(ours, unfold_norms(x, k, stride, padding, groups), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("b", [1.0, 1.25, 2.0, 2.5])
+@pytest.mark.parametrize("max_out", [1, 2])
+@pytest.mark.parametrize("groups,stride,padding", [(1, 1, 1), (2, 2, 0), (3, 2, 1)])
+def test_conv_matches_unfold_reference(b, max_out, groups, stride, padding):
+    torch.manual_seed(0)
+    layer = BcosConv2d(6, 6, 3, stride=stride, padding=padding, groups=groups, b=b, max_out=max_out).double()
+    x = torch.randn(2, 6, 9, 9, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), reference_bcos_conv(layer, x), rtol=1e-9, atol=1e-12)
+
+
+def test_b2_fast_path_equals_general_formula():
+    torch.manual_seed(1)
+    layer = BcosConv2d(4, 5, 3, padding=1, b=2.0).double()
+    x = torch.randn(3, 4, 7, 7, dtype=torch.float64)
+    fast = layer(x)
+    general = reference_bcos_conv(layer, x, general=True)  # (|cos| + 1e-6)^(b-1) at b=2
+    # the general path adds 1e-6 to |cos| (as bcos does), so equality is to that precision
+    torch.testing.assert_close(fast, general, rtol=0, atol=2e-6 * float(fast.detach().abs().max()))
+    layer.b = 2.0000001  # force the general branch inside the layer itself
+    torch.testing.assert_close(layer(x), fast, rtol=0, atol=2e-6 * float(fast.detach().abs().max()))
+
+
+def test_b1_is_unit_norm_convolution():
+    layer = BcosConv2d(3, 4, 3, stride=2, padding=1, b=1)
+    x = torch.randn(2, 3, 10, 10)
+    w = layer.weight / layer.weight.flatten(1).norm(dim=1)[:, None, None, None]
+    torch.testing.assert_close(layer(x), F.conv2d(x, w, stride=2, padding=1))
+
+
+def test_linear_matches_formula():
+    torch.manual_seed(2)
+    for b in (1.0, 1.5, 2.0):
+        layer = BcosLinear(7, 4, b=b, max_out=2).double()
+        x = torch.randn(5, 7, dtype=torch.float64)
+        w = layer.weight / layer.weight.norm(dim=1, keepdim=True)
+        lin = (x @ w.T).view(5, 4, 2).amax(-1)
+        cos = lin / (x.norm(dim=1, keepdim=True) + 1e-12)
+        ref = lin if b == 1 else lin * (cos.abs() + 1e-6).pow(b - 1) if b != 2 else lin * cos.abs()
+        torch.testing.assert_close(layer(x), ref)
+
+
+def test_scale_and_v1_scale():
+    assert v1_scale(3, 64) == pytest.approx(math.sqrt(9 * 64) / 100)
+    a = BcosConv2d(4, 4, 3, padding=1, scale="v1")
+    b = BcosConv2d(4, 4, 3, padding=1)
+    b.weight.data.copy_(a.weight.data)
+    x = torch.rand(1, 4, 6, 6)
+    torch.testing.assert_close(a(x), b(x) / v1_scale(3, 4))
+    assert a.weight.shape == (4, 4, 3, 3)
+    assert BcosConv2d(4, 8, 3, max_out=2).weight.shape == (16, 4, 3, 3)
+    assert BcosLinear(5, 3, max_out=2).weight.shape == (6, 5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"b": 0.5}, "b must be"),
+        ({"max_out": 0}, "max_out"),
+        ({"groups": 3}, "divisible"),
+        ({"scale": -1.0}, "scale"),
+        ({"scale": "v2"}, "scale"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BcosConv2d(4, 4, 3, **kwargs)
+
+
+def test_wrong_input_shape_is_clear():
+    with pytest.raises(ValueError, match=r"expects input \(N, 6, H, W\)"):
+        BcosConv2d(6, 4, 3)(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 5\)"):
+        BcosLinear(5, 2)(torch.rand(2, 4))
+
+
+bcos_modules = pytest.importorskip("bcos.modules", reason="the bcos package is a test-only dependency")
+
+
+@pytest.mark.parametrize("b", [1, 1.5, 2, 2.5])
+@pytest.mark.parametrize("max_out", [1, 2])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv_equals_bcos_package(b, max_out, groups):
+    torch.manual_seed(3)
+    theirs = bcos_modules.BcosConv2d(4, 6, 3, stride=2, padding=1, groups=groups, b=b, max_out=max_out)
+    ours = BcosConv2d(4, 6, 3, stride=2, padding=1, groups=groups, b=b, max_out=max_out)
+    ours.load_state_dict({"weight": theirs.linear.weight.detach().clone()})
+    x = torch.rand(2, 4, 11, 11)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_conv_with_scale_equals_bcos_package():
+    theirs = bcos_modules.BcosConv2dWithScale(6, 8, 3, padding=1, b=2, max_out=2)  # v1 default scale
+    ours = BcosConv2d(6, 8, 3, padding=1, b=2, max_out=2, scale="v1")
+    ours.weight.data.copy_(theirs.linear.weight.data)
+    x = torch.rand(2, 6, 8, 8)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("b", [1, 2, 2.5])
+def test_linear_equals_bcos_package(b):
+    theirs = bcos_modules.BcosLinear(8, 5, b=b, max_out=2)
+    ours = BcosLinear(8, 5, b=b, max_out=2)
+    ours.weight.data.copy_(theirs.linear.weight.data)
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-6)
