@@ -1,0 +1,55 @@
+"""Data: Fashion-MNIST (files and the embedded subset), CIFAR-10, ImageFolder, transforms.
+
+All readers return float images in ``[0, 1]`` without mean/std normalisation: the models encode
+their own input (REFERENCE.md section 2).
+"""
+
+from .datasets import (
+    CIFAR10_CLASSES,
+    DEFAULT_FASHION_MNIST_DIR,
+    FASHION_MNIST_CLASSES,
+    ArrayImageDataset,
+    CIFAR10Dataset,
+    SafeImageFolder,
+    cifar10,
+    collate_skip_none,
+    fashion_mnist,
+    image_folder,
+    load_embedded,
+    read_cifar_batch,
+    read_fashion_mnist,
+    read_idx,
+)
+from .transforms import (
+    CorruptImageError,
+    augment_32,
+    eval_transform,
+    fashion_mnist_to_input,
+    load_image,
+    pil_to_tensor,
+    train_transform,
+)
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "DEFAULT_FASHION_MNIST_DIR",
+    "FASHION_MNIST_CLASSES",
+    "ArrayImageDataset",
+    "CIFAR10Dataset",
+    "CorruptImageError",
+    "SafeImageFolder",
+    "augment_32",
+    "cifar10",
+    "collate_skip_none",
+    "eval_transform",
+    "fashion_mnist",
+    "fashion_mnist_to_input",
+    "image_folder",
+    "load_embedded",
+    "load_image",
+    "pil_to_tensor",
+    "read_cifar_batch",
+    "read_fashion_mnist",
+    "read_idx",
+    "train_transform",
+]
