@@ -1,0 +1,20 @@
+"""The model zoo: the papers' architectures behind one registry, with safe save/load.
+
+``create_model(name, **kw)``, ``list_models(pattern)``, ``@register_model``;
+``save_model``/``load_model`` (safetensors + metadata) and ``from_bcos`` (convert ``bcos`` checkpoints).
+"""
+
+from ._registry import InputSpec, create_model, list_models, model_entrypoint, register_model
+from .convert import from_bcos
+from .io import load_model, save_model
+
+__all__ = [
+    "InputSpec",
+    "create_model",
+    "from_bcos",
+    "list_models",
+    "load_model",
+    "model_entrypoint",
+    "register_model",
+    "save_model",
+]

@@ -1,0 +1,122 @@
+"""One registry of model constructors: ``create_model(name, **kw)`` over ``@register_model``.
+
+Entrypoints are small functions that only set architecture arguments; :func:`create_model`
+records the name and the keyword arguments on the model (``model.model_name``,
+``model.model_args``) so :func:`alignnet.load_model` can rebuild it from a file's metadata.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+__all__ = ["InputSpec", "create_model", "list_models", "register_model", "model_entrypoint", "annotate"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects as input.
+
+    Attributes
+    ----------
+    size:
+        ``(H, W)`` the training resolution (convolutional models accept other sizes too).
+    channels:
+        Image channels before encoding (3 for RGB in [0, 1]).
+    encoding:
+        ``"add_inverse"``: the model itself turns ``x`` into ``[x, 1 - x]`` (REFERENCE.md section 2).
+    """
+
+    size: tuple[int, int]
+    channels: int = 3
+    encoding: str = "add_inverse"
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: register ``fn`` under its ``__name__`` (which must be new)."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"a model named {name!r} is already registered")
+    _MODELS[name] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching the shell-style ``pattern``, sorted."""
+    _ensure_registered()
+    return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
+
+
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The constructor registered as ``name``; unknown names raise ``ValueError`` with close matches."""
+    _ensure_registered()
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {type(name).__name__}")
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see alignnet.list_models()"
+        raise ValueError(f"unknown model {name!r}{hint}")
+    return _MODELS[name]
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model.
+
+    Parameters
+    ----------
+    name:
+        A name from :func:`list_models`.
+    **kwargs:
+        ``num_classes`` and architecture overrides of that model (e.g. ``b=1.5``, ``width=0.25``).
+        Unknown keywords raise ``ValueError`` listing the accepted ones.
+
+    Returns
+    -------
+    nn.Module
+        Takes ``(N, 3, H, W)`` images in [0, 1] and returns ``(N, num_classes)`` logits; it carries
+        ``input_spec``, ``paper``, ``model_name`` and ``model_args``.
+    """
+    fn = model_entrypoint(name)
+    params = inspect.signature(fn).parameters
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ValueError(f"model {name!r} does not accept {unknown}; accepted arguments: {sorted(params)}")
+    try:
+        json.dumps(kwargs)
+    except TypeError as exc:
+        raise TypeError(f"model arguments must be JSON-serialisable (numbers, strings, lists): {exc}") from None
+    model = fn(**kwargs)
+    model.model_name = name
+    model.model_args = dict(kwargs)
+    return model
+
+
+def annotate(model: nn.Module, size: tuple[int, int], paper: str) -> nn.Module:
+    """Attach ``input_spec`` and ``paper`` to a freshly built model and return it."""
+    model.input_spec = InputSpec(size=tuple(size))
+    model.paper = paper
+    return model
+
+
+def _ensure_registered() -> None:
+    """Import the architecture modules, whose decorators fill the registry."""
+    from . import cifar, densenet, resnet, vgg, vit  # noqa: F401
+
+
+# Reference strings carried by the models as ``model.paper``.
+PAPER_BCOS_V1 = "Böhle, Fritz, Schiele. B-cos Networks: Alignment is All We Need for Interpretability. CVPR 2022"
+PAPER_BCOS_V2 = (
+    "Böhle, Singh, Fritz, Schiele. B-cos Alignment for Inherently Interpretable CNNs and Vision Transformers. "
+    "TPAMI 2024"
+)
+PAPER_CODA = (
+    "Böhle, Fritz, Schiele. Convolutional Dynamic Alignment Networks for Interpretable Classifications. CVPR 2021"
+)
