@@ -1,0 +1,256 @@
+"""Shared machinery of the attribution registry: the base class, the registry and input encoding.
+
+Every method is built from a model and exposes ``.attribute(images, targets)`` returning a tensor
+of the images' shape ``(N, C, H, W)`` (captum's convention). *The per-pixel map of a method is the
+sum of its output over the channels*; the metrics only ever use that sum.
+
+Input space. The papers' models start with :class:`~alignnet.layers.AddInverse`, which turns an
+RGB image into the 6-channel encoding ``[x, 1 - x]``; "removing" a pixel means zeroing it *in that
+encoding* (REFERENCE.md sections 2 and 9). So for such models every method here works on the
+encoded input: gradients are taken w.r.t. the 6 encoded channels, Integrated Gradients and
+DeepLIFT use the zero *encoding* as baseline, and occlusion / RISE / LIME remove pixels by zeroing
+their encoding. The 6-channel attribution ``A`` is mapped back to the image by summing each
+colour channel's two encoded channels, ``A_img[c] = A[c] + A[c + 3]``, so the per-pixel sum over
+the image's channels equals the sum over all 6 encoded channels. For models without
+``AddInverse`` the image itself is the input.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..explain import expected_input_channels
+from ..layers import AddInverse, DynamicLinear
+
+__all__ = [
+    "Attributor",
+    "EncodedModel",
+    "get_attributor",
+    "list_attributors",
+    "register_attributor",
+]
+
+_REGISTRY: dict[str, type[Attributor]] = {}
+
+
+def register_attributor(name: str) -> Callable[[type[Attributor]], type[Attributor]]:
+    """Class decorator adding an :class:`Attributor` subclass to the registry under ``name``."""
+
+    def wrap(cls: type[Attributor]) -> type[Attributor]:
+        if name in _REGISTRY:
+            raise ValueError(f"an attribution method named {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def list_attributors() -> list[str]:
+    """Names of the registered attribution methods, in registration order."""
+    _load_builtin()
+    return list(_REGISTRY)
+
+
+def get_attributor(name: str, model: nn.Module, **config) -> Attributor:
+    """Build the attribution method ``name`` for ``model``.
+
+    Parameters
+    ----------
+    name:
+        One of :func:`list_attributors` (``"ours"``, ``"grad"``, ``"ixg"``, ``"intgrad"``, ...).
+    model:
+        A classifier ``(N, C, H, W) -> (N, num_classes)``.
+    **config:
+        The method's keyword arguments (see its class); unknown names raise ``ValueError``.
+    """
+    _load_builtin()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown attribution method {name!r}{hint} (known: {', '.join(_REGISTRY)})")
+    cls = _REGISTRY[name]
+    params = inspect.signature(cls.__init__).parameters
+    allowed = [p for p in params if p not in ("self", "model")]
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"method {name!r} does not take {', '.join(unknown)}; it takes {', '.join(allowed) or 'nothing'}"
+        )
+    return cls(model, **config)
+
+
+def _load_builtin() -> None:
+    # the built-in methods register themselves on import
+    from . import captum_methods, lime, ours, rise  # noqa: F401
+
+
+def find_add_inverse(model: nn.Module) -> AddInverse | None:
+    """The model's first :class:`AddInverse` module, or None."""
+    return next((m for m in model.modules() if isinstance(m, AddInverse)), None)
+
+
+def has_dynamic_layers(model: nn.Module) -> bool:
+    """Whether the model contains B-cos / CoDA (dynamic-linear) layers."""
+    return any(isinstance(m, DynamicLinear) for m in model.modules())
+
+
+class EncodedModel(nn.Module):
+    """The model as a function of its encoded input (the output of its ``AddInverse``).
+
+    ``forward(encoded)`` runs ``model`` with the ``AddInverse`` output replaced by ``encoded``
+    (a forward hook), so gradients and perturbations act on the 6 encoded channels. Without an
+    ``AddInverse`` this is the model itself and ``encode`` is the identity.
+
+    Shapes: ``encode``: ``(N, C, H, W) -> (N, 2C, H, W)``; ``forward``: ``(N, 2C, H, W) -> (N, K)``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.encoder = find_add_inverse(model)
+
+    @property
+    def encodes(self) -> bool:
+        return self.encoder is not None
+
+    def encode(self, images: Tensor) -> Tensor:
+        return images if self.encoder is None else self.encoder(images)
+
+    def decode_attribution(self, attribution: Tensor) -> Tensor:
+        """``(N, 2C, H, W) -> (N, C, H, W)``: sum each colour channel's two encoded channels."""
+        if self.encoder is None:
+            return attribution
+        c = attribution.shape[1] // 2
+        return attribution[:, :c] + attribution[:, c:]
+
+    def forward(self, encoded: Tensor) -> Tensor:
+        if self.encoder is None:
+            return self.model(encoded)
+        placeholder = encoded[:, : encoded.shape[1] // 2].detach()
+
+        def replace(_module, inputs, _output):
+            if inputs[0] is not placeholder:
+                raise ValueError(
+                    "the model's AddInverse must encode the model's input directly; "
+                    "attribution in the encoded space cannot run on this model"
+                )
+            return encoded
+
+        handle = self.encoder.register_forward_hook(replace)
+        try:
+            return self.model(placeholder)
+        finally:
+            handle.remove()
+
+
+class Attributor:
+    """Base class of attribution methods.
+
+    Subclasses implement ``_attribute(images, targets) -> (n, C, H, W)`` for one chunk of at most
+    ``batch_size`` images; :meth:`attribute` checks the input, resolves the targets and chunks.
+
+    Parameters
+    ----------
+    model:
+        A classifier ``(N, C, H, W) -> (N, num_classes)``; it runs in eval mode during the call
+        and its train/eval flags are restored afterwards.
+    batch_size:
+        Images per call of ``_attribute`` (bounds the memory of perturbation methods).
+    """
+
+    name: str = ""
+    #: whether the method gives one value per pixel (spread evenly over the channels)
+    per_pixel: bool = False
+
+    def __init__(self, model: nn.Module, batch_size: int = 64) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.batch_size = int(batch_size)
+        self.encoded = EncodedModel(model)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, config={self.config()})"
+
+    def config(self) -> dict:
+        """The settings that determine the result (used in result files and cache keys)."""
+        return {}
+
+    def attribute(self, images: Tensor, targets: int | Sequence[int] | Tensor | None = None) -> Tensor:
+        """Attribute the ``targets`` logits to the pixels of ``images``.
+
+        Parameters
+        ----------
+        images:
+            ``(N, C, H, W)`` floating point, in [0, 1] for models starting with ``AddInverse``.
+        targets:
+            Class per image: an int, ``N`` ints / an ``(N,)`` tensor, or None for the predicted class.
+
+        Returns
+        -------
+        ``(N, C, H, W)`` attributions; their sum over channels is the per-pixel map.
+        """
+        images = _check_images(self.model, images)
+        training = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        try:
+            t = self._resolve_targets(images, targets)
+            out = [
+                self._attribute(images[i : i + self.batch_size], t[i : i + self.batch_size])
+                for i in range(0, images.shape[0], self.batch_size)
+            ]
+        finally:
+            for m, mode in training.items():
+                m.training = mode
+        result = torch.cat(out).detach()
+        if result.shape != images.shape:
+            raise RuntimeError(f"{self.name} returned shape {tuple(result.shape)} for images {tuple(images.shape)}")
+        return result
+
+    def _resolve_targets(self, images: Tensor, targets) -> Tensor:
+        n = images.shape[0]
+        if targets is None:
+            with torch.no_grad():
+                preds = [self.model(images[i : i + 256]).argmax(1) for i in range(0, n, 256)]
+            return torch.cat(preds)
+        t = torch.as_tensor(targets, device=images.device)
+        if t.is_floating_point() or t.dtype == torch.bool:
+            raise TypeError(f"targets must be integers, got dtype {t.dtype}")
+        t = t.long()
+        if t.dim() == 0:
+            t = t.expand(n)
+        if t.shape != (n,):
+            raise ValueError(f"targets must be an int or have shape ({n},), got shape {tuple(t.shape)}")
+        if bool((t < 0).any()):
+            raise ValueError(f"targets must be non-negative class indices, got {t.min().item()}")
+        return t
+
+    def _attribute(self, images: Tensor, targets: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _spread(self, pixel_map: Tensor, channels: int) -> Tensor:
+        """``(N, H, W) -> (N, C, H, W)`` with each channel ``map / C`` (channel sum = the map)."""
+        return (pixel_map / channels).unsqueeze(1).expand(-1, channels, -1, -1).contiguous()
+
+
+def _check_images(model: nn.Module, images: Tensor) -> Tensor:
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[0] < 1:
+        raise ValueError(f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images contain NaN or infinite values")
+    expected = expected_input_channels(model)
+    if expected is not None and images.shape[1] != expected:
+        raise ValueError(f"the model expects {expected}-channel images, got shape {tuple(images.shape)}")
+    return images.detach()

@@ -1,0 +1,285 @@
+"""Post-hoc baselines through captum (REFERENCE.md section 7).
+
+All of them run on the model as a function of its encoded input (see :mod:`._base`), and return
+the attribution mapped back to the image's channels.
+
+Adapters and refusals, for methods whose captum implementation relies on rules that B-cos and
+CoDA layers do not trigger:
+
+- ``deeplift``: captum's DeepLift replaces the gradient of the non-linear *modules* it knows
+  (ReLU, Sigmoid, MaxPool, ...). The non-linearities of B-cos / DAU layers are tensor operations
+  inside those layers, which captum would silently differentiate as usual (the result would be
+  Input x Gradient). Our adapter applies DeepLIFT's rescale rule to them instead: with the zero
+  reference every dynamic-linear layer maps 0 to 0, so the rescale multiplier of a layer
+  ``y = W(x) x`` is ``W(x)``, i.e. its dynamic factor treated as a constant. That is exactly what
+  explanation mode does, so the adapter runs captum's DeepLift inside
+  :func:`~alignnet.layers.explanation_mode`. On a bias-free dynamic-linear network the result
+  equals ``ours`` (tested); a non-zero reference has no such rule and is not offered.
+- ``guided_backprop``: captum's GuidedBackprop only changes the backward pass of ``nn.ReLU``
+  modules. On a network without them it would return the plain gradient under another name, so it
+  is refused with a clear error for such models (and for models with dynamic layers, whose
+  non-linearities it cannot reach).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers import explanation_mode
+from ._base import Attributor, has_dynamic_layers, register_attributor
+
+__all__ = [
+    "DeepLiftAttributor",
+    "GradCamAttributor",
+    "GradientAttributor",
+    "GuidedBackpropAttributor",
+    "InputXGradientAttributor",
+    "IntegratedGradientsAttributor",
+    "OcclusionAttributor",
+    "last_spatial_layer",
+]
+
+
+@register_attributor("grad")
+class GradientAttributor(Attributor):
+    """The signed gradient of the target logit (captum ``Saliency`` with ``abs=False``, as the papers)."""
+
+    def __init__(self, model: nn.Module, batch_size: int = 64, abs: bool = False) -> None:
+        super().__init__(model, batch_size=batch_size)
+        self.abs = bool(abs)
+
+    def config(self) -> dict:
+        return {"abs": self.abs}
+
+    def _attribute(self, images: Tensor, targets: Tensor) -> Tensor:
+        from captum.attr import Saliency
+
+        x = self.encoded.encode(images).requires_grad_(True)
+        attr = Saliency(self.encoded).attribute(x, target=targets, abs=self.abs)
+        return self.encoded.decode_attribution(attr)
+
+
+@register_attributor("ixg")
+class InputXGradientAttributor(Attributor):
+    """Input x Gradient (captum ``InputXGradient``), on the encoded input."""
+
+    def __init__(self, model: nn.Module, batch_size: int = 64) -> None:
+        super().__init__(model, batch_size=batch_size)
+
+    def _attribute(self, images: Tensor, targets: Tensor) -> Tensor:
+        from captum.attr import InputXGradient
+
+        x = self.encoded.encode(images).requires_grad_(True)
+        return self.encoded.decode_attribution(InputXGradient(self.encoded).attribute(x, target=targets))
+
+
+@register_attributor("intgrad")
+class IntegratedGradientsAttributor(Attributor):
+    """Integrated Gradients with the zero (encoded) baseline, ``n_steps`` Gauss-Legendre steps (50)."""
+
+    def __init__(
+        self, model: nn.Module, batch_size: int = 64, n_steps: int = 50, internal_batch_size: int = 512
+    ) -> None:
+        super().__init__(model, batch_size=batch_size)
+        if int(n_steps) < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        self.n_steps, self.internal_batch_size = int(n_steps), int(internal_batch_size)
+
+    def config(self) -> dict:
+        return {"n_steps": self.n_steps, "baseline": "zero encoding"}
+
+    def _attribute(self, images: Tensor, targets: Tensor) -> Tensor:
+        from captum.attr import IntegratedGradients
+
+        x = self.encoded.encode(images)
+        attr = IntegratedGradients(self.encoded).attribute(
+            x,
+            baselines=torch.zeros_like(x),
+            target=targets,
+            n_steps=self.n_steps,
+            internal_batch_size=max(self.internal_batch_size, x.shape[0]),
+        )
+        return self.encoded.decode_attribution(attr)
+
+
+@register_attributor("deeplift")
+class DeepLiftAttributor(Attributor):
+    """DeepLIFT (rescale rule) with the zero reference; see the module docstring for the adapter."""
+
+    def __init__(self, model: nn.Module, batch_size: int = 64) -> None:
+        super().__init__(model, batch_size=batch_size)
+        self.adapter = has_dynamic_layers(model)
+
+    def config(self) -> dict:
+        return {
+            "reference": "zero encoding",
+            "dynamic_layer_rule": "rescale (explanation mode)" if self.adapter else None,
+        }
+
+    def _attribute(self, images: Tensor, targets: Tensor) -> Tensor:
+        from captum.attr import DeepLift
+
+        x = self.encoded.encode(images).requires_grad_(True)
+        with torch.enable_grad(), explanation_mode(self.model, warn=False) if self.adapter else _null():
+            attr = DeepLift(self.encoded).attribute(x, baselines=torch.zeros_like(x), target=targets)
+        return self.encoded.decode_attribution(attr)
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@register_attributor("guided_backprop")
+class GuidedBackpropAttributor(Attributor):
+    """Guided backpropagation (captum ``GuidedBackprop``); only for networks with ``nn.ReLU`` modules."""
+
+    def __init__(self, model: nn.Module, batch_size: int = 64) -> None:
+        super().__init__(model, batch_size=batch_size)
+        has_relu = any(isinstance(m, nn.ReLU) for m in model.modules())
+        if has_dynamic_layers(model) or not has_relu:
+            raise ValueError(
+                "guided_backprop is not defined for this model: captum's GuidedBackprop only changes the "
+                "backward pass of nn.ReLU modules, and this model's non-linearities are "
+                + ("inside its B-cos/CoDA layers" if has_dynamic_layers(model) else "not nn.ReLU modules")
+                + ", so it would silently return the plain gradient. Use 'grad' for that, or 'ours'."
+            )
+
+    def _attribute(self, images: Tensor, targets: Tensor) -> Tensor:
+        from captum.attr import GuidedBackprop
+
+        x = self.encoded.encode(images).requires_grad_(True)
+        return self.encoded.decode_attribution(GuidedBackprop(self.encoded).attribute(x, target=targets))
+
+
+def last_spatial_layer(model: nn.Module, images: Tensor) -> str:
+    """Name of the last module (in execution order) whose output is a spatial map ``(N, C, h, w)``, h*w > 1.
+
+    Only modules without children are considered, so this is the last convolution-like layer
+    before the global pooling.
+    """
+    seen: list[str] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if name and not any(True for _ in module.children()):
+
+            def hook(_m, _i, out, name=name):
+                if isinstance(out, Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1:
+                    seen.append(name)
+
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(images[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    if not seen:
+        raise ValueError("gradcam needs a spatial feature map (N, C, h, w) with h*w > 1; the model has none")
+    return seen[-1]
+
+
+@register_attributor("gradcam")
+class GradCamAttributor(Attributor):
+    """GradCAM on the last spatial feature map, ReLU'd (as the original paper), upsampled to the image.
+
+    Parameters
+    ----------
+    layer:
+        Module name (``model.named_modules()``); default: :func:`last_spatial_layer`.
+    interpolate:
+        Upsampling mode for ``F.interpolate`` (``"nearest"`` as captum's default, or ``"bilinear"``).
+    """
+
+    per_pixel = True
+
+    def __init__(
+        self, model: nn.Module, batch_size: int = 64, layer: str | None = None, interpolate: str = "nearest"
+    ) -> None:
+        super().__init__(model, batch_size=batch_size)
+        if layer is not None and layer not in dict(model.named_modules()):
+            raise ValueError(f"the model has no module named {layer!r}")
+        if interpolate not in ("nearest", "bilinear", "bicubic", "area"):
+            raise ValueError(f"interpolate must be nearest, bilinear, bicubic or area, got {interpolate!r}")
+        self.layer, self.interpolate = layer, interpolate
+
+    def config(self) -> dict:
+        return {"layer": self.layer, "interpolate": self.interpolate, "relu": True}
+
+    def _attribute(self, images: Tensor, targets: Tensor) -> Tensor:
+        from captum.attr import LayerGradCam
+
+        if self.layer is None:
+            self.layer = last_spatial_layer(self.model, images)
+        module = dict(self.model.named_modules())[self.layer]
+        x = self.encoded.encode(images)
+        cam = LayerGradCam(self.encoded, module).attribute(x, target=targets, relu_attributions=True)
+        if cam.dim() != 4:
+            raise ValueError(f"layer {self.layer!r} does not output a spatial map; choose another with layer=")
+        cam = cam.sum(1, keepdim=True)
+        kwargs = {} if self.interpolate in ("nearest", "area") else {"align_corners": False}
+        cam = F.interpolate(cam, size=images.shape[-2:], mode=self.interpolate, **kwargs)[:, 0]
+        return self._spread(cam, images.shape[1])
+
+
+class OcclusionAttributor(Attributor):
+    """Occlusion: the drop of the target logit when a ``size`` x ``size`` patch is removed (zeroed in
+    the encoding), averaged over the patches (stride ``stride``) covering each pixel; captum ``Occlusion``.
+
+    ``forward_batch`` bounds the number of images per forward pass (perturbations are batched).
+    """
+
+    per_pixel = True
+    default_size = 5
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batch_size: int = 64,
+        size: int | None = None,
+        stride: int = 2,
+        forward_batch: int = 512,
+    ) -> None:
+        super().__init__(model, batch_size=batch_size)
+        size = self.default_size if size is None else int(size)
+        if size < 1 or int(stride) < 1 or int(stride) > size:
+            raise ValueError(f"need 1 <= stride <= size, got size={size}, stride={stride}")
+        self.size, self.stride, self.forward_batch = size, int(stride), int(forward_batch)
+
+    def config(self) -> dict:
+        return {"size": self.size, "stride": self.stride, "baseline": "zero encoding"}
+
+    def _attribute(self, images: Tensor, targets: Tensor) -> Tensor:
+        from captum.attr import Occlusion
+
+        x = self.encoded.encode(images)
+        c = x.shape[1]
+        with torch.no_grad():
+            attr = Occlusion(self.encoded).attribute(
+                x,
+                sliding_window_shapes=(c, self.size, self.size),
+                strides=(c, self.stride, self.stride),
+                baselines=0.0,
+                target=targets,
+                perturbations_per_eval=max(1, self.forward_batch // x.shape[0]),
+            )
+        return self._spread(attr.mean(1), images.shape[1])
+
+
+@register_attributor("occlusion5")
+class Occlusion5Attributor(OcclusionAttributor):
+    """Occlusion with 5x5 patches, stride 2."""
+
+    default_size = 5
+
+
+@register_attributor("occlusion9")
+class Occlusion9Attributor(OcclusionAttributor):
+    """Occlusion with 9x9 patches, stride 2."""
+
+    default_size = 9
