@@ -29,21 +29,24 @@ SHAPES = [  # (name, batch, channels, size)
 ]
 
 
-def _time(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
+def _time_interleaved(fns: dict[str, callable], reps: int) -> dict[str, float]:
+    """Median time of each function, run round-robin so that background load hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _saved_bytes(layer: nn.Module, x: torch.Tensor) -> int:
-    seen: dict[int, int] = {}
+    seen: dict[int, int] = {}  # by storage, so a tensor saved twice counts once
 
     def pack(t):
-        seen[id(t)] = t.numel() * t.element_size()
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -51,18 +54,26 @@ def _saved_bytes(layer: nn.Module, x: torch.Tensor) -> int:
     return sum(seen.values())
 
 
-def measure(layer: nn.Module, x: torch.Tensor, reps: int) -> dict[str, float]:
+def measure(layers: dict[str, nn.Module], x: torch.Tensor, reps: int) -> dict[str, dict[str, float]]:
     xg = x.clone().requires_grad_(True)
 
-    def fwd():
-        with torch.no_grad():
-            layer(x)
+    def fwd(layer):
+        def run():
+            with torch.no_grad():
+                layer(x)
 
-    def fwd_bwd():
-        layer.zero_grad(set_to_none=True)
-        layer(xg).sum().backward()
+        return run
 
-    return {"fwd": _time(fwd, reps), "fwd_bwd": _time(fwd_bwd, reps), "mem": _saved_bytes(layer, xg)}
+    def fwd_bwd(layer):
+        def run():
+            layer.zero_grad(set_to_none=True)
+            layer(xg).sum().backward()
+
+        return run
+
+    f = _time_interleaved({k: fwd(m) for k, m in layers.items()}, reps)
+    fb = _time_interleaved({k: fwd_bwd(m) for k, m in layers.items()}, reps)
+    return {k: {"fwd": f[k], "fwd_bwd": fb[k], "mem": _saved_bytes(m, xg)} for k, m in layers.items()}
 
 
 def main() -> None:
@@ -79,7 +90,9 @@ def main() -> None:
     except ImportError:
         TheirBcosConv2d = None
 
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     print(f"median of {args.reps} repetitions; ratios to nn.Conv2d of the same shape in the same run\n")
     header = "| shape | layer | fwd ms | fwd ratio | fwd+bwd ms | fwd+bwd ratio | memory ratio |"
     print(header)
@@ -87,14 +100,14 @@ def main() -> None:
     torch.manual_seed(0)
     for name, n, c, size in SHAPES:
         x = torch.rand(n, c, size, size)
-        base = measure(nn.Conv2d(c, c, 3, padding=1, bias=False), x, args.reps)
-        rows = [("nn.Conv2d", base)]
+        layers = {"nn.Conv2d": nn.Conv2d(c, c, 3, padding=1, bias=False)}
         for m in (1, 2):
-            rows.append((f"alignnet BcosConv2d max_out={m}", measure(BcosConv2d(c, c, 3, padding=1, max_out=m), x, args.reps)))
+            layers[f"alignnet BcosConv2d max_out={m}"] = BcosConv2d(c, c, 3, padding=1, max_out=m)
             if TheirBcosConv2d is not None:
-                theirs = TheirBcosConv2d(c, c, 3, padding=1, max_out=m)
-                rows.append((f"bcos BcosConv2d max_out={m}", measure(theirs, x, args.reps)))
-        for label, r in rows:
+                layers[f"bcos BcosConv2d max_out={m}"] = TheirBcosConv2d(c, c, 3, padding=1, max_out=m)
+        results = measure(layers, x, args.reps)
+        base = results["nn.Conv2d"]
+        for label, r in results.items():
             print(
                 f"| {name} | {label} | {r['fwd'] * 1e3:.1f} | {r['fwd'] / base['fwd']:.2f} | "
                 f"{r['fwd_bwd'] * 1e3:.1f} | {r['fwd_bwd'] / base['fwd_bwd']:.2f} | {r['mem'] / base['mem']:.2f} |"

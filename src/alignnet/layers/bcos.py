@@ -74,17 +74,56 @@ def patch_norms(
     return (pooled * (kh * kw) + _NORM_EPS).sqrt()
 
 
+class _BcosScaling(torch.autograd.Function):
+    """``out = lin * (|lin| / norm)^(B-1)`` with a hand-written backward.
+
+    Autograd of the elementwise chain would keep three or four output-sized tensors alive for the
+    backward pass (``lin``, ``|lin|``, the quotient, the power); this keeps only ``lin`` and
+    ``norm`` and recomputes the rest, which on CPU also saves passes over memory. In explanation
+    mode (``detach``) the factor is a constant and only ``d out / d lin = factor`` flows back.
+    """
+
+    @staticmethod
+    def forward(ctx, lin: Tensor, norm: Tensor, b: float, detach: bool) -> Tensor:
+        ctx.save_for_backward(lin, norm)
+        ctx.b, ctx.detach = b, detach
+        return lin * _dynamic_factor(lin, norm, b)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        lin, norm = ctx.saved_tensors
+        b = ctx.b
+        q = lin.abs() / norm  # |cos| (before the eps of the general branch)
+        if b == 2:
+            factor = q
+            d_q = grad * lin  # d out / d q, times grad
+        else:
+            c = q + _COS_EPS
+            factor = c.pow(b - 1)
+            d_q = grad * lin * (b - 1) * c.pow(b - 2)
+        grad_lin = grad * factor
+        if ctx.detach:
+            return grad_lin, None, None, None
+        # q = |lin| / norm: dq/dlin = sign(lin) / norm, dq/dnorm = -q / norm
+        grad_lin = grad_lin + d_q * lin.sign() / norm
+        grad_norm = -(d_q * q / norm)
+        if grad_norm.shape != norm.shape:  # norm is broadcast over the output channels
+            grad_norm = grad_norm.sum_to_size(norm.shape)
+        return grad_lin, grad_norm, None, None
+
+
+def _dynamic_factor(lin: Tensor, norm: Tensor, b: float) -> Tensor:
+    if b == 2:  # fast path: |cos| * (w.x) = |w.x| / ||x|| * (w.x), no pow()
+        return lin.abs() / norm
+    return ((lin / norm).abs() + _COS_EPS).pow(b - 1)
+
+
 def _bcos_scaling(linear: Tensor, norm: Tensor, b: float, detach: bool) -> Tensor:
     """Apply ``|cos|^(B-1)`` to the linear output; the factor is detached in explanation mode."""
-    if detach:
-        lin_d, norm = linear.detach(), norm.detach()
-    else:
-        lin_d = linear
-    if b == 2:  # fast path: |cos| * (w.x) = |w.x| / ||x|| * (w.x), no pow()
-        dynamic = lin_d.abs() / norm
-    else:
-        dynamic = ((lin_d / norm).abs() + _COS_EPS).pow(b - 1)
-    return dynamic * linear
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():  # pragma: no cover - plain autograd there
+        factor = _dynamic_factor(linear.detach() if detach else linear, norm.detach() if detach else norm, b)
+        return factor * linear
+    return _BcosScaling.apply(linear, norm, b, detach)
 
 
 class BcosConv2d(DynamicLinear):
