@@ -1,0 +1,403 @@
+"""The web explorer's work, free of any web framework: models, image decoding, explanations.
+
+Everything here is plain Python/torch so it can be tested and benchmarked without a server.
+
+- :class:`ServedModel` holds ``replicas`` deep copies of one model in a queue. A request borrows
+  one copy for its whole computation: :func:`alignnet.explain` and the attribution methods attach
+  hooks and flip explanation-mode flags on the model they run, so two threads must never share a
+  copy, and with one copy per worker thread concurrent users only wait for the CPU, not for each
+  other's lock.
+- :func:`decode_image` turns untrusted upload bytes into a ``(3, H, W)`` tensor: a fixed list of
+  Pillow decoders, a pixel-count limit checked *before* decoding (decompression bombs), and no
+  file is ever written.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import queue
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "DEFAULT_METHODS",
+    "MAX_METHODS",
+    "MAX_PIXELS",
+    "MAX_UPLOAD_BYTES",
+    "SHIPPED_MODELS",
+    "ServedModel",
+    "UploadError",
+    "attribute_methods",
+    "build_models",
+    "decode_image",
+    "default_replicas",
+    "explain_image",
+    "png_bytes",
+    "png_data_url",
+    "prepare_image",
+    "signed_map_rgba",
+]
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # 10 MB
+MAX_PIXELS = 40_000_000  # refuse to decode larger images (a 10 MB PNG can hold gigapixels)
+# Pillow decoders we accept; anything else (PDF, EPS with Ghostscript, ...) is never tried.
+ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
+DEFAULT_METHODS = ("gradcam", "intgrad", "occlusion9")
+MAX_METHODS = 4
+# name -> (file in alignnet/weights, fallback registry model and arguments while the file is missing)
+SHIPPED_MODELS: dict[str, tuple[str, str, dict]] = {
+    "fmnist_bcos": ("fmnist_bcos.safetensors", "bcos_cifar10_9l", {"width": 0.25}),
+    "fmnist_coda": ("fmnist_coda.safetensors", "coda_cifar10_9l", {"width": 0.5}),
+}
+
+
+class UploadError(ValueError):
+    """An upload that cannot be explained; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class ServedModel:
+    """One model offered by the server, as ``replicas`` independent copies.
+
+    Attributes
+    ----------
+    id: short name used in URLs.
+    label: what the page shows (says "untrained" for fallback models).
+    classes: class names, ``len == num_classes``.
+    size: ``(H, W)`` input size.
+    style: ``"fashion"`` (grey, 28 px padded to 32, dark background) or ``"rgb"``.
+    trained: False for a randomly initialised stand-in.
+    source: file path or registry name it came from.
+    """
+
+    id: str
+    label: str
+    model: nn.Module
+    classes: tuple[str, ...]
+    size: tuple[int, int]
+    style: str
+    trained: bool
+    source: str
+    replicas: int = 1
+    _pool: queue.Queue = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {self.replicas}")
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)  # explanations need input gradients only
+        self._pool = queue.Queue()
+        self._pool.put(self.model)
+        for _ in range(self.replicas - 1):
+            self._pool.put(_copy(self.model))
+
+    @contextmanager
+    def borrow(self) -> Iterator[nn.Module]:
+        """A copy of the model for this thread alone (waits while all copies are in use)."""
+        model = self._pool.get()
+        try:
+            yield model
+        finally:
+            self._pool.put(model)
+
+    def info(self) -> dict:
+        return {
+            "id": self.id,
+            "label": self.label,
+            "classes": list(self.classes),
+            "size": list(self.size),
+            "trained": self.trained,
+            "source": self.source,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+        }
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def _class_names(model: nn.Module, hint: str) -> tuple[str, ...]:
+    from ..data import CIFAR10_CLASSES, FASHION_MNIST_CLASSES
+
+    num_classes = _num_classes(model)
+    for attr in ("class_names", "classes"):
+        names = getattr(model, attr, None)
+        if isinstance(names, (list, tuple)) and len(names) == num_classes:
+            return tuple(str(n) for n in names)
+    hint = hint.lower()
+    if num_classes == 10 and ("fmnist" in hint or "fashion" in hint):
+        return FASHION_MNIST_CLASSES
+    if num_classes == 10 and "cifar" in hint:
+        return CIFAR10_CLASSES
+    return tuple(f"class {i}" for i in range(num_classes))
+
+
+def _num_classes(model: nn.Module) -> int:
+    args = getattr(model, "model_args", None) or {}
+    if "num_classes" in args:
+        return int(args["num_classes"])
+    size = _input_size(model)
+    with torch.no_grad():
+        return int(model.eval()(torch.zeros(1, 3, *size)).shape[1])
+
+
+def _input_size(model: nn.Module) -> tuple[int, int]:
+    spec = getattr(model, "input_spec", None)
+    size = getattr(spec, "size", None) if spec is not None else None
+    if size is None and isinstance(spec, dict):
+        size = spec.get("size")
+    return tuple(int(s) for s in size) if size else (32, 32)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    out, i = name, 2
+    while out in taken:
+        out, i = f"{name}-{i}", i + 1
+    return out
+
+
+def build_models(specs: Sequence[str] = (), replicas: int = 1) -> list[ServedModel]:
+    """The models to serve.
+
+    Parameters
+    ----------
+    specs:
+        Each a saved model file (``alignnet.save_model``), a shipped name (``fmnist_bcos``,
+        ``fmnist_coda``) or a registry name (an untrained model, labelled so). Empty: the two
+        shipped Fashion-MNIST models, or untrained stand-ins while their files are missing.
+    replicas:
+        Copies of each model, i.e. how many requests per model run at the same time.
+    """
+    import alignnet
+
+    specs = list(specs) or list(SHIPPED_MODELS)
+    weights_dir = Path(__file__).resolve().parent.parent / "weights"
+    served: list[ServedModel] = []
+    taken: set[str] = set()
+    for spec in specs:
+        path = Path(spec)
+        if spec in SHIPPED_MODELS:
+            file, fallback, fallback_args = SHIPPED_MODELS[spec]
+            if (weights_dir / file).is_file():
+                model = alignnet.load_model(weights_dir / file)
+                label, trained, source = f"{spec} (shipped, Fashion-MNIST)", True, str(weights_dir / file)
+            else:
+                torch.manual_seed(0)
+                model = alignnet.create_model(fallback, **fallback_args)
+                label = f"{spec}: UNTRAINED stand-in ({fallback}, weights file {file} not found)"
+                trained, source = False, fallback
+            style, hint = "fashion", "fmnist"
+        elif path.suffix == ".safetensors" or path.exists():
+            if not path.is_file():
+                raise FileNotFoundError(f"model file not found: {path}")
+            model = alignnet.load_model(path)
+            label, trained, source, hint = f"{path.stem} ({path.name})", True, str(path), path.name
+            style = "fashion" if ("fmnist" in hint.lower() or "fashion" in hint.lower()) else "rgb"
+            spec = path.stem
+        else:
+            try:
+                model = alignnet.create_model(spec)
+            except ValueError as exc:
+                raise ValueError(f"--model {spec!r} is neither a file nor a known model name: {exc}") from None
+            label, trained, source, hint, style = f"{spec} (UNTRAINED, random weights)", False, spec, spec, "rgb"
+        model_id = _unique(spec, taken)
+        taken.add(model_id)
+        served.append(
+            ServedModel(
+                id=model_id,
+                label=label,
+                model=model,
+                classes=_class_names(model, hint),
+                size=_input_size(model),
+                style=style,
+                trained=trained,
+                source=source,
+                replicas=replicas,
+            )
+        )
+    return served
+
+
+def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> Tensor:
+    """Decode upload bytes as an image: float32 ``(3, H, W)`` in [0, 1].
+
+    Raises :class:`UploadError` (status 400 / 413 / 415) with a message for the page.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from ..data import pil_to_tensor
+
+    if not data:
+        raise UploadError("the upload is empty: choose an image file or one of the examples")
+    if len(data) > max_bytes:
+        raise UploadError(f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB", 413)
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise UploadError(f"the image is {w}x{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels", 413)
+            im.seek(0)  # first frame of animations
+            im.load()
+            return pil_to_tensor(im)
+    except UploadError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, Image.DecompressionBombError):
+            raise UploadError(f"the image is too large to decode safely: {exc}", 413) from None
+        raise UploadError(
+            f"this file is not an image we can read (accepted: {', '.join(ALLOWED_FORMATS)})", 415
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise UploadError(f"the image file is damaged or truncated ({exc})", 415) from None
+
+
+def prepare_image(image: Tensor, size: tuple[int, int], style: str) -> tuple[Tensor, dict]:
+    """Convert a ``(3, H, W)`` image to the model's input ``(3, *size)``.
+
+    ``"rgb"``: resize the shorter side to the input size and centre-crop. ``"fashion"``: grey,
+    resize + centre-crop to ``size - 4`` (28 for 32) and zero-pad 2 pixels per side as in
+    Fashion-MNIST; a photo on a light background (border brighter than 0.5) is inverted, since
+    Fashion-MNIST items are light on black.
+
+    Returns the input and a dict of what was done (shown on the page).
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    notes: dict = {"original_size": [int(image.shape[1]), int(image.shape[2])]}
+    if style == "fashion":
+        inner = (size[0] - 4, size[1] - 4)
+        grey = image.mean(0, keepdim=True)
+        grey = TF.center_crop(TF.resize(grey, min(inner), antialias=True), list(inner)).clamp(0, 1)
+        border = torch.cat([grey[0, 0], grey[0, -1], grey[0, :, 0], grey[0, :, -1]])
+        notes["inverted"] = bool(border.mean() > 0.5)
+        if notes["inverted"]:
+            grey = 1 - grey
+        x = F.pad(grey, (2, 2, 2, 2)).expand(3, -1, -1).contiguous()
+    else:
+        x = TF.center_crop(TF.resize(image, min(size), antialias=True), list(size)).clamp(0, 1)
+    return x, notes
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` floats in [0, 1] -> PNG file bytes."""
+    from PIL import Image
+
+    a = (np.clip(np.asarray(array, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_data_url(array: np.ndarray) -> str:
+    """``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` floats in [0, 1] -> ``data:image/png;base64,...``."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(array)).decode("ascii")
+
+
+def signed_map_rgba(values: Tensor | np.ndarray) -> np.ndarray:
+    """A signed ``(H, W)`` map in matplotlib's ``bwr`` colours, 0 white, ``+-max|v|`` red/blue: ``(H, W, 4)``."""
+    from matplotlib import colormaps
+
+    v = np.asarray(values.detach().cpu().double() if isinstance(values, Tensor) else values, dtype=np.float64)
+    lim = float(np.abs(v).max()) if v.size else 0.0
+    lim = lim if lim > 0 and np.isfinite(lim) else 1.0
+    return colormaps["bwr"](np.clip(v / lim, -1, 1) * 0.5 + 0.5).astype(np.float32)
+
+
+def explain_image(served: ServedModel, x: Tensor, target: int | None = None, top: int = 5) -> dict:
+    """Predict and explain one model input ``(3, H, W)``.
+
+    Returns a JSON-ready dict: ``top`` classes with sigmoid probabilities (the models are trained
+    with BCE), the explained ``target`` (default: the predicted class), the input, the colour
+    explanation and the signed contribution map as PNG data URLs, the logit, bias, sum of
+    contributions and completeness error, and the time taken in milliseconds.
+    """
+    from .. import colour_explanation, explain
+
+    num_classes = len(served.classes)
+    if target is not None and not 0 <= int(target) < num_classes:
+        raise UploadError(f"target must be a class index in [0, {num_classes - 1}], got {target}")
+    start = time.perf_counter()
+    with served.borrow() as model:
+        e = explain(model, x[None], targets=None if target is None else int(target))
+    explain_ms = (time.perf_counter() - start) * 1000
+    logits = e.logits[0]
+    probs = torch.sigmoid(logits)
+    order = torch.argsort(logits, descending=True)[: min(top, num_classes)]
+    t = int(e.targets[0])
+    contributions = e.contributions[0]
+    try:
+        colour = colour_explanation(e, 0)
+    except ValueError:  # a model without the 6-channel encoding has no colour explanation
+        colour = None
+    return {
+        "model": served.id,
+        "trained": served.trained,
+        "top": [
+            {"index": int(i), "name": served.classes[int(i)], "probability": float(probs[i]), "logit": float(logits[i])}
+            for i in order
+        ],
+        "predicted": int(order[0]),
+        "target": t,
+        "target_name": served.classes[t],
+        "target_probability": float(probs[t]),
+        "logit": float(e.outputs[0]),
+        "bias": float(e.bias[0]),
+        "contribution_sum": float(contributions.sum()),
+        "completeness_error": e.completeness_error(),
+        "input": png_data_url(x.permute(1, 2, 0).numpy()),
+        "colour": None if colour is None else png_data_url(colour),
+        "contributions": png_data_url(signed_map_rgba(contributions)),
+        "explain_ms": explain_ms,
+    }
+
+
+def attribute_methods(served: ServedModel, x: Tensor, target: int | None, methods: Sequence[str]) -> dict:
+    """Post-hoc attributions of one input ``(3, H, W)`` for class ``target`` (default: predicted).
+
+    Returns ``{"target", "target_name", "methods"}`` with one dict per method: its name, its signed
+    per-pixel map (sum over channels) as a PNG data URL and the time ``attribute`` took in
+    milliseconds; a method that fails on this model reports its error instead of a map.
+    """
+    from ..attribution import get_attributor
+
+    if target is not None and not 0 <= int(target) < len(served.classes):
+        raise UploadError(f"target must be a class index in [0, {len(served.classes) - 1}], got {target}")
+    out = []
+    with served.borrow() as model:
+        if target is None:
+            with torch.no_grad():
+                target = int(model(x[None]).argmax(1))
+        for name in methods:
+            start = time.perf_counter()
+            try:
+                maps = get_attributor(name, model).attribute(x[None], int(target))
+            except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
+                out.append({"method": name, "error": str(exc), "ms": (time.perf_counter() - start) * 1000})
+                continue
+            ms = (time.perf_counter() - start) * 1000
+            pixel_map = maps[0].sum(0)
+            out.append({"method": name, "map": png_data_url(signed_map_rgba(pixel_map)), "ms": ms})
+    return {"target": int(target), "target_name": served.classes[int(target)], "methods": out}
+
+
+def default_replicas() -> int:
+    """Model copies per model: the CPU count, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
