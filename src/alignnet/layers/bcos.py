@@ -118,9 +118,17 @@ def _dynamic_factor(lin: Tensor, norm: Tensor, b: float) -> Tensor:
     return ((lin / norm).abs() + _COS_EPS).pow(b - 1)
 
 
+def _compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling is not None and is_compiling())
+
+
 def _bcos_scaling(linear: Tensor, norm: Tensor, b: float, detach: bool) -> Tensor:
     """Apply ``|cos|^(B-1)`` to the linear output; the factor is detached in explanation mode."""
-    if torch.jit.is_scripting() or torch.compiler.is_compiling():  # pragma: no cover - plain autograd there
+    if torch.jit.is_scripting():  # TorchScript cannot call a Python autograd.Function
+        factor = _dynamic_factor(linear.detach() if detach else linear, norm.detach() if detach else norm, b)
+        return factor * linear
+    if _compiling():  # let the compiler see (and fuse) the plain elementwise ops
         factor = _dynamic_factor(linear.detach() if detach else linear, norm.detach() if detach else norm, b)
         return factor * linear
     return _BcosScaling.apply(linear, norm, b, detach)
