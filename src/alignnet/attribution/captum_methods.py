@@ -23,11 +23,13 @@ CoDA layers do not trigger:
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import explanation_mode
+from ..layers import DynamicLinear, explanation_mode
 from ._base import Attributor, has_dynamic_layers, register_attributor
 
 __all__ = [
@@ -123,7 +125,9 @@ class DeepLiftAttributor(Attributor):
 
         x = self.encoded.encode(images).requires_grad_(True)
         with torch.enable_grad(), explanation_mode(self.model, warn=False) if self.adapter else _null():
-            attr = DeepLift(self.encoded).attribute(x, baselines=torch.zeros_like(x), target=targets)
+            with warnings.catch_warnings():  # captum announces its (temporary) hooks on every call
+                warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
+                attr = DeepLift(self.encoded).attribute(x, baselines=torch.zeros_like(x), target=targets)
         return self.encoded.decode_attribution(attr)
 
 
@@ -160,13 +164,16 @@ class GuidedBackpropAttributor(Attributor):
 def last_spatial_layer(model: nn.Module, images: Tensor) -> str:
     """Name of the last module (in execution order) whose output is a spatial map ``(N, C, h, w)``, h*w > 1.
 
-    Only modules without children are considered, so this is the last convolution-like layer
-    before the global pooling.
+    Dynamic layers (B-cos, DAU) and modules without children are considered, so this is the
+    last convolution-like layer before the global pooling.
     """
     seen: list[str] = []
     hooks = []
+    dynamic = [n + "." for n, m in model.named_modules() if isinstance(m, DynamicLinear) and n]
     for name, module in model.named_modules():
-        if name and not any(True for _ in module.children()):
+        if any(name.startswith(prefix) for prefix in dynamic):
+            continue  # the parameter holders inside a B-cos / DAU layer are not feature maps
+        if name and (isinstance(module, DynamicLinear) or not any(True for _ in module.children())):
 
             def hook(_m, _i, out, name=name):
                 if isinstance(out, Tensor) and out.dim() == 4 and out.shape[-1] * out.shape[-2] > 1:
