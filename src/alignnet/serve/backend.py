@@ -284,8 +284,9 @@ def prepare_image(image: Tensor, size: tuple[int, int], style: str) -> tuple[Ten
     notes: dict = {"original_size": [int(image.shape[1]), int(image.shape[2])]}
     if style == "fashion":
         inner = (size[0] - 4, size[1] - 4)
-        grey = image.mean(0, keepdim=True)
-        grey = TF.center_crop(TF.resize(grey, min(inner), antialias=True), list(inner)).clamp(0, 1)
+        grey = image[:1] if bool((image == image[:1]).all()) else image.mean(0, keepdim=True)
+        if tuple(grey.shape[1:]) != inner:  # Fashion-MNIST-sized uploads stay exactly as they are
+            grey = TF.center_crop(TF.resize(grey, min(inner), antialias=True), list(inner)).clamp(0, 1)
         border = torch.cat([grey[0, 0], grey[0, -1], grey[0, :, 0], grey[0, :, -1]])
         notes["inverted"] = bool(border.mean() > 0.5)
         if notes["inverted"]:

@@ -1,0 +1,321 @@
+"""API tests of the web explorer (``alignnet serve``) through FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+with warnings.catch_warnings():  # starlette's notice about httpx vs httpx2
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import alignnet  # noqa: E402
+from alignnet.cli import main  # noqa: E402
+from alignnet.data import FASHION_MNIST_CLASSES, load_embedded  # noqa: E402
+from alignnet.serve.app import STATIC_DIR, create_app  # noqa: E402
+from alignnet.serve.backend import (  # noqa: E402
+    ServedModel,
+    build_models,
+    decode_image,
+    explain_image,
+    signed_map_rgba,
+)
+
+METHODS = ["grad", "gradcam", "ixg"]
+
+
+def _served(name: str, replicas: int = 1, **kw) -> ServedModel:
+    torch.manual_seed(0)
+    model = alignnet.create_model(name, **kw)
+    return ServedModel(
+        id=name,
+        label=name,
+        model=model,
+        classes=FASHION_MNIST_CLASSES,
+        size=(32, 32),
+        style="fashion",
+        trained=False,
+        source=name,
+        replicas=replicas,
+    )
+
+
+@pytest.fixture(scope="module")
+def models() -> list[ServedModel]:
+    return [_served("bcos_cifar10_9l", replicas=2, width=0.125), _served("coda_cifar10_9l", width=0.125)]
+
+
+@pytest.fixture(scope="module")
+def client(models) -> TestClient:
+    return TestClient(create_app(models, methods=METHODS))
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return load_embedded("test")
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _decode_url(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+def _logits(served: ServedModel, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return served.model(x[None])[0]
+
+
+def test_page_and_assets_are_local(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert asset in page.text
+        assert client.get(asset).status_code == 200
+    for path in STATIC_DIR.iterdir():  # works offline: nothing loaded from another host
+        assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", path.read_text()), path.name
+        assert "cdn" not in path.read_text().lower(), path.name
+
+
+def test_info(client, models):
+    info = client.get("/api/info").json()
+    assert [m["id"] for m in info["models"]] == [m.id for m in models]
+    assert info["models"][0]["classes"] == list(FASHION_MNIST_CLASSES)
+    assert info["models"][0]["trained"] is False
+    assert info["methods"] == METHODS
+    assert info["max_upload_bytes"] == 10 * 1024 * 1024
+    assert client.get("/api/health").json() == {"status": "ok"}
+
+
+def test_examples(client, embedded):
+    examples = client.get("/api/examples").json()
+    assert len(examples) == 20
+    assert sorted(e["label"] for e in examples) == sorted(list(range(10)) * 2)
+    assert all(e["name"] == FASHION_MNIST_CLASSES[e["label"]] for e in examples)
+    png = client.get(f"/api/examples/{examples[3]['index']}.png")
+    assert png.headers["content-type"] == "image/png"
+    pixels = np.asarray(Image.open(io.BytesIO(png.content)))
+    expected = embedded.tensors()[0][examples[3]["index"]].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(pixels, (expected * 255).round().astype(np.uint8))
+    assert client.get("/api/examples/100000.png").status_code == 404
+
+
+@pytest.mark.parametrize("model_index", [0, 1])
+def test_explain_example(client, models, embedded, model_index):
+    served = models[model_index]
+    index = 7
+    x = embedded.tensors()[0][index]
+    r = client.post(f"/api/explain?model={served.id}&example={index}")
+    assert r.status_code == 200, r.text
+    e = r.json()
+    logits = _logits(served, x)
+    expected_top = torch.argsort(logits, descending=True)[:5].tolist()
+    assert [c["index"] for c in e["top"]] == expected_top
+    assert e["predicted"] == expected_top[0] == e["target"]
+    assert e["target_name"] == FASHION_MNIST_CLASSES[expected_top[0]]
+    probs = [c["probability"] for c in e["top"]]
+    np.testing.assert_allclose(probs, torch.sigmoid(logits[expected_top]).numpy(), rtol=1e-5)
+    assert probs == sorted(probs, reverse=True)
+    # completeness: the logit is the sum of the contributions plus the bias
+    assert e["logit"] == pytest.approx(float(logits[e["target"]]), rel=1e-4, abs=1e-5)
+    assert e["contribution_sum"] + e["bias"] == pytest.approx(e["logit"], rel=1e-3, abs=1e-4)
+    assert e["completeness_error"] < 1e-3
+    # the maps are the model's own explanation
+    ref = alignnet.explain(served.model, x[None], targets=e["target"])
+    expected_map = (signed_map_rgba(ref.contributions[0]) * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(_decode_url(e["contributions"]), expected_map)
+    expected_colour = (alignnet.colour_explanation(ref) * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(_decode_url(e["colour"]), expected_colour)
+    assert _decode_url(e["input"]).shape == (32, 32, 3)
+    assert e["preprocessing"] == {"example": index}
+
+
+def test_explain_other_target(client, models):
+    e = client.post("/api/explain?model=bcos_cifar10_9l&example=0&target=3").json()
+    assert e["target"] == 3 and e["target_name"] == "Dress"
+    assert e["contribution_sum"] + e["bias"] == pytest.approx(e["logit"], rel=1e-3, abs=1e-4)
+    bad = client.post("/api/explain?example=0&target=10")
+    assert bad.status_code == 400 and "target must be a class index in [0, 9]" in bad.json()["detail"]
+
+
+def test_upload_matches_example_and_inverts_light_backgrounds(client, models, embedded):
+    """A raw 28x28 Fashion-MNIST PNG is preprocessed exactly like the embedded input."""
+    index = 11
+    raw = embedded.images[index]
+    from_example = client.post(f"/api/explain?example={index}").json()
+    uploaded = client.post("/api/explain", content=_png(raw), headers={"content-type": "image/png"}).json()
+    assert uploaded["preprocessing"] == {"original_size": [28, 28], "inverted": False}
+    _assert_same_top(uploaded["top"], from_example["top"])
+    # the same item dark-on-white, in RGB (as a photo would be), is inverted back
+    light = np.repeat((255 - raw)[..., None], 3, axis=-1)
+    inverted = client.post("/api/explain", content=_png(light)).json()
+    assert inverted["preprocessing"]["inverted"] is True
+    _assert_same_top(inverted["top"], from_example["top"])
+
+
+def _assert_same_top(a: list[dict], b: list[dict]) -> None:
+    assert [c["index"] for c in a] == [c["index"] for c in b]
+    np.testing.assert_allclose([c["logit"] for c in a], [c["logit"] for c in b], rtol=1e-5, atol=1e-5)
+
+
+def test_upload_any_size_and_mode(client):
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, size=(90, 60, 4), dtype=np.uint8)
+    e = client.post("/api/explain?model=coda_cifar10_9l", content=_png(rgba)).json()
+    assert e["preprocessing"]["original_size"] == [90, 60]
+    assert len(e["top"]) == 5 and _decode_url(e["contributions"]).shape == (32, 32, 4)
+    buf = io.BytesIO()
+    Image.fromarray(rgba[..., :3]).save(buf, format="JPEG")
+    assert client.post("/api/explain", content=buf.getvalue()).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "message"),
+    [
+        (b"", 400, "the upload is empty"),
+        (b"#!/bin/sh\nrm -rf /\n", 415, "not an image we can read"),
+        (b"%PDF-1.4\n" + b"x" * 100, 415, "not an image we can read"),
+        (_png(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8))[:400], 415, "damaged or truncated"),
+    ],
+    ids=["empty", "script", "pdf", "truncated"],
+)
+def test_bad_uploads_rejected(client, content, status, message):
+    r = client.post("/api/explain", content=content)
+    assert r.status_code == status
+    assert message in r.json()["detail"]
+
+
+def test_upload_limits(models):
+    small = TestClient(create_app(models, methods=METHODS, max_upload_bytes=2000))
+    big = _png(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    assert len(big) > 2000
+    r = small.post("/api/explain", content=big)
+    assert r.status_code == 413 and "the limit is" in r.json()["detail"]
+
+    def chunks():  # no content-length: the limit is enforced while the body streams in
+        for i in range(0, len(big), 500):
+            yield big[i : i + 500]
+
+    r = small.post("/api/explain", content=chunks())
+    assert r.status_code == 413 and "larger than the limit" in r.json()["detail"]
+    # a small file that decodes to a huge image (decompression bomb) is refused before decoding
+    bomb = io.BytesIO()
+    Image.new("1", (8000, 6000)).save(bomb, format="PNG")
+    assert len(bomb.getvalue()) < 100_000
+    with pytest.raises(ValueError, match="8000x6000 pixels; the limit is 40 megapixels"):
+        decode_image(bomb.getvalue())
+
+
+def test_request_errors(client):
+    assert client.post("/api/explain?model=nope&example=0").status_code == 404
+    assert "unknown model 'nope'" in client.post("/api/explain?model=nope&example=0").json()["detail"]
+    both = client.post("/api/explain?example=0", content=_png(np.zeros((28, 28), np.uint8)))
+    assert both.status_code == 400 and "not both" in both.json()["detail"]
+    assert client.post("/api/explain?example=99999").status_code == 404
+    assert client.post("/api/explain?example=abc").status_code == 422
+    r = client.post("/api/attribute?example=0&methods=grad,lime")
+    assert r.status_code == 400 and "unknown method(s) lime" in r.json()["detail"]
+    r = client.post("/api/attribute?example=0&methods=grad,gradcam,ixg,grad,grad")
+    assert r.status_code == 400 and "choose 1 to 4 methods" in r.json()["detail"]
+
+
+def test_attribute(client, models, embedded):
+    served = models[0]
+    x = embedded.tensors()[0][5]
+    r = client.post("/api/attribute?model=bcos_cifar10_9l&example=5&target=2&methods=grad,gradcam")
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["target"] == 2 and a["target_name"] == "Pullover"
+    assert [m["method"] for m in a["methods"]] == ["grad", "gradcam"]
+    from alignnet.attribution import get_attributor
+
+    for m in a["methods"]:
+        assert m["ms"] > 0
+        ref = get_attributor(m["method"], served.model).attribute(x[None], 2)[0].sum(0)
+        expected = (signed_map_rgba(ref) * 255).round().astype(np.uint8)
+        np.testing.assert_array_equal(_decode_url(m["map"]), expected)
+    # default target: the predicted class
+    a = client.post("/api/attribute?model=bcos_cifar10_9l&example=5&methods=ixg").json()
+    assert a["target"] == int(_logits(served, x).argmax())
+
+
+def test_concurrent_requests_match_serial(models, embedded):
+    """Many threads on a model with 2 copies: every answer equals the serial one."""
+    served = models[0]
+    inputs = embedded.tensors()[0][:12]
+    serial = [explain_image(served, x) for x in inputs]
+    results: dict[int, dict] = {}
+
+    def work(i: int) -> None:
+        results[i] = explain_image(served, inputs[i], target=None)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, ref in enumerate(serial):
+        assert results[i]["top"] == ref["top"]
+        assert results[i]["contributions"] == ref["contributions"]
+    # every copy went back to the pool, and none is left in explanation mode or training mode
+    copies = []
+    with served.borrow() as a, served.borrow() as b:
+        copies = [a, b]
+    assert copies[0] is not copies[1]
+    assert all(not m.training for c in copies for m in c.modules())
+
+
+def test_build_models_from_file_and_names(tmp_path):
+    torch.manual_seed(1)
+    model = alignnet.create_model("coda_cifar10_9l", width=0.125)
+    path = tmp_path / "my_fmnist_coda.safetensors"
+    alignnet.save_model(model, path)
+    served = build_models([str(path), "bcos_cifar10_9l", str(path)])
+    assert [s.id for s in served] == ["my_fmnist_coda", "bcos_cifar10_9l", "my_fmnist_coda-2"]
+    assert served[0].trained and served[0].classes == FASHION_MNIST_CLASSES and served[0].style == "fashion"
+    assert not served[1].trained and "UNTRAINED" in served[1].label
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(served[0].model(x), model.eval()(x))
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        build_models([str(tmp_path / "missing.safetensors")])
+    with pytest.raises(ValueError, match="neither a file nor a known model name"):
+        build_models(["bcos_cifar10_9"])
+
+
+def test_default_models_are_labelled():
+    served = build_models()
+    assert [s.id for s in served] == ["fmnist_bcos", "fmnist_coda"]
+    for s in served:
+        assert s.classes == FASHION_MNIST_CLASSES
+        assert s.trained == ("UNTRAINED" not in s.label)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--port", "70000"], "--port must be in 1..65535"),
+        (["serve", "--workers", "0"], "--workers must be >= 1"),
+        (["serve", "--methods", "grad,nope"], "unknown method(s) nope"),
+        (["serve", "--model", "missing_model.safetensors"], "model file not found"),
+    ],
+)
+def test_cli_errors(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
