@@ -1,0 +1,1 @@
+"""YAML training presets (package data); see alignnet.train.config."""

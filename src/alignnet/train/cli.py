@@ -1,0 +1,121 @@
+"""``alignnet train``: train a registered model with a paper preset or a YAML config.
+
+Examples::
+
+    alignnet train --preset fmnist-bcos --output runs/fmnist-bcos
+    alignnet train --preset bcos-cifar10-9l --set data.root=~/data --set model.args.b=1.5 --output runs/b15
+    alignnet train --resume runs/b15                    # continue an interrupted run
+    alignnet train --preset imagenet-bcos-resnet50 --set data.root=/imagenet --devices 4 --strategy ddp -o runs/r50
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_arguments", "resolve_config", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = __doc__.split("Examples::", 1)[1]
+    src = parser.add_argument_group("configuration")
+    src.add_argument("--preset", help="a named preset (see --list-presets)")
+    src.add_argument("--config", type=Path, help="a YAML config file (applied over the preset)")
+    src.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one value, e.g. optimizer.lr=1e-3 or model.args.b=1.5 (repeatable)",
+    )
+    src.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    src.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    run_g = parser.add_argument_group("run")
+    run_g.add_argument("-o", "--output", type=Path, help="run directory (checkpoints, metrics, config, model)")
+    run_g.add_argument("--resume", type=Path, metavar="RUN_OR_CKPT", help="continue a run (its directory or a .ckpt)")
+    run_g.add_argument("--overwrite", action="store_true", help="reuse an --output that already holds a run")
+    run_g.add_argument("--epochs", type=int, help="shortcut for --set trainer.epochs=N")
+    run_g.add_argument("--devices", help="shortcut for trainer.devices (a number or 'auto')")
+    run_g.add_argument("--strategy", help="shortcut for trainer.strategy (ddp, ...)")
+    run_g.add_argument("--accelerator", help="shortcut for trainer.accelerator (cpu, gpu, auto)")
+    run_g.add_argument("--num-nodes", type=int, help="shortcut for trainer.num_nodes")
+    run_g.add_argument("--strict", action="store_true", help="fail on the first unreadable image (default: skip it)")
+    run_g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def resolve_config(args: argparse.Namespace):
+    """The validated :class:`TrainConfig` from preset, config file, shortcuts and ``--set``."""
+    from .config import apply_overrides, config_from_dict, load_config, load_preset
+
+    data: dict = {}
+    if args.resume is not None and args.preset is None and args.config is None:
+        run_dir = args.resume if args.resume.is_dir() else args.resume.parent.parent
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"cannot resume: {saved} not found (pass --config or --preset)")
+        data = load_config(saved)
+    if args.preset:
+        data = load_preset(args.preset)
+    if args.config:
+        data = _merge(data, load_config(args.config))
+    shortcuts = []
+    for flag, key in (
+        ("epochs", "trainer.epochs"),
+        ("devices", "trainer.devices"),
+        ("strategy", "trainer.strategy"),
+        ("accelerator", "trainer.accelerator"),
+        ("num_nodes", "trainer.num_nodes"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            shortcuts.append(f"{key}={value}")
+    if args.strict:
+        shortcuts.append("data.strict=true")
+    if args.no_progress:
+        shortcuts.append("trainer.progress_bar=false")
+    return config_from_dict(apply_overrides(data, shortcuts + list(args.overrides)))
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from .config import config_to_dict, list_presets
+
+    if args.list_presets:
+        for name in list_presets():
+            print(name)
+        return 0
+    if args.preset is None and args.config is None and args.resume is None:
+        raise ValueError("give --preset NAME, --config FILE or --resume RUN (see --list-presets)")
+    config = resolve_config(args)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+        return 0
+    output = args.output
+    if output is None:
+        if args.resume is None:
+            raise ValueError("--output DIR is required")
+        output = args.resume if args.resume.is_dir() else args.resume.parent.parent
+    from .runner import train
+
+    result = train(config, output, resume=args.resume, overwrite=args.overwrite)
+    if result.interrupted:
+        return 130
+    acc = result.metrics.get("val_acc")
+    if acc is not None:
+        print(
+            f"done: {result.epochs_completed} epochs in {result.wall_time_s:.0f} s, final val_acc {acc:.4f}; "
+            f"model: {Path(output) / 'model.safetensors'}",
+            file=sys.stderr,
+        )
+    return 0
