@@ -54,7 +54,7 @@ def register_attributor(name: str) -> Callable[[type[Attributor]], type[Attribut
 def list_attributors() -> list[str]:
     """Names of the registered attribution methods, in registration order."""
     _load_builtin()
-    return list(_REGISTRY)
+    return sorted(_REGISTRY, key=lambda n: n != "ours")  # ours first, then in registration order
 
 
 def get_attributor(name: str, model: nn.Module, **config) -> Attributor:
@@ -210,7 +210,7 @@ class Attributor:
         finally:
             for m, mode in training.items():
                 m.training = mode
-        result = torch.cat(out).detach()
+        result = torch.cat(out).detach().to(images.dtype)
         if result.shape != images.shape:
             raise RuntimeError(f"{self.name} returned shape {tuple(result.shape)} for images {tuple(images.shape)}")
         return result
