@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..attribution import Attributor, get_attributor
 
-__all__ = ["as_tensors", "model_hash", "predict", "resolve_method", "save_result", "config_key"]
+__all__ = ["model_device", "as_tensors", "model_hash", "predict", "resolve_method", "save_result", "config_key"]
 
 
 def as_tensors(dataset: Dataset | tuple[Tensor, Tensor] | Sequence, limit: int | None = None) -> tuple[Tensor, Tensor]:
@@ -45,12 +45,19 @@ def as_tensors(dataset: Dataset | tuple[Tensor, Tensor] | Sequence, limit: int |
     return images.float(), labels
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model without tensors)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, images: Tensor, batch_size: int = 256, device: torch.device | str | None = None
 ) -> Tensor:
     """Logits ``(N, K)`` of the model in eval mode (its training flags are restored)."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else model_device(model)
     training = {m: m.training for m in model.modules()}
     model.eval()
     try:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..attribution import get_attributor
+from ._common import model_device
 
 __all__ = ["quantus_explain_func"]
 
@@ -23,7 +24,7 @@ def quantus_explain_func(method: str = "ours", channel_sum: bool = True, **confi
     attributors: dict[int, object] = {}
 
     def explain_func(model: nn.Module, inputs, targets, **kwargs) -> np.ndarray:
-        device = kwargs.get("device") or next(model.parameters()).device
+        device = kwargs.get("device") or model_device(model)
         key = id(model)
         if key not in attributors:
             attributors[key] = get_attributor(method, model, **config)

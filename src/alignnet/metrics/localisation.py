@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..attribution import Attributor
-from ._common import as_tensors, config_key, model_hash, predict, resolve_method, save_result
+from ._common import as_tensors, config_key, model_device, model_hash, predict, resolve_method, save_result
 
 __all__ = [
     "LocalisationResult",
@@ -221,7 +221,7 @@ def evaluate_localisation(
     start = time.perf_counter()
     images, labels = as_tensors(dataset)
     name, attributor = resolve_method(method, model, method_config)
-    device = next(model.parameters()).device
+    device = model_device(model)
     if logits is None:
         logits = predict(model, images, device=device)
     grids = make_grids(logits, labels, grid, n_grids, seed)

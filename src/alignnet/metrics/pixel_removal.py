@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..attribution import Attributor, EncodedModel
-from ._common import as_tensors, model_hash, resolve_method, save_result
+from ._common import as_tensors, model_device, model_hash, resolve_method, save_result
 
 __all__ = ["PixelRemovalResult", "evaluate_pixel_removal", "removal_counts", "removal_curves"]
 
@@ -165,7 +165,7 @@ def evaluate_pixel_removal(
             raise ValueError(f"orders must be among {ORDERS}, got {o!r}")
     images, labels = as_tensors(dataset, limit=n_images)
     name, attributor = resolve_method(method, model, method_config)
-    device = next(model.parameters()).device
+    device = model_device(model)
     curves = {o: [] for o in orders}
     fractions = removal_counts(images.shape[-1] * images.shape[-2], fraction, steps) / (
         images.shape[-1] * images.shape[-2]

@@ -13,6 +13,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from ._common import model_device
+
 __all__ = ["compare_figure", "plot_ablation", "plot_localisation_boxes", "plot_pixel_removal"]
 
 
@@ -129,7 +131,7 @@ def compare_figure(
     n = images.shape[0]
     if n == 0:
         raise ValueError("no images to show")
-    device = next(model.parameters()).device
+    device = model_device(model)
     images = images.to(device)
     if targets is None:
         with torch.no_grad():
