@@ -180,15 +180,26 @@ def train(
     an uninterrupted one on CPU when resumed from an epoch-end checkpoint (``last.ckpt``).
     ``callbacks``: extra Lightning callbacks.
     """
+    output_dir = Path(output_dir)
+    check_output_dir(output_dir, resume is not None, overwrite)
+    ckpt_path = find_resume_checkpoint(resume) if resume is not None else None
+    if ckpt_path is None and _is_rank_zero():
+        # a fresh run: Lightning would otherwise resume from a stale last/interrupted checkpoint
+        for stale in (output_dir / "checkpoints").glob("*.ckpt"):
+            stale.unlink()
+    threads = torch.get_num_threads()
+    try:
+        return _train(config, output_dir, ckpt_path, callbacks)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callbacks: Sequence[Any]) -> TrainResult:
     import lightning as L
     from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, OnExceptionCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     from ..data import collate_skip_none
-
-    output_dir = Path(output_dir)
-    check_output_dir(output_dir, resume is not None, overwrite)
-    ckpt_path = find_resume_checkpoint(resume) if resume is not None else None
 
     tc = config.trainer
     if tc.num_threads is not None:
