@@ -144,6 +144,7 @@ def test_explain_example(client, models, embedded, model_index):
     np.testing.assert_array_equal(_decode_url(e["colour"]), expected_colour)
     assert _decode_url(e["input"]).shape == (32, 32, 3)
     assert e["preprocessing"] == {"example": index}
+    assert e["explain_ms"] > 0 and e["wait_ms"] >= 0
 
 
 def test_explain_other_target(client, models):
