@@ -112,6 +112,7 @@ def main() -> int:
     parser.add_argument("--write", action="store_true", help=f"write the table into {RESULTS}")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     data = load_embedded("test")
     inputs = data.tensors()[0]
     n = args.concurrent
@@ -157,7 +158,10 @@ def main() -> int:
         "subprocess on 127.0.0.1; the client (httpx, asyncio) sends the requests at once, each uploading a "
         "different embedded Fashion-MNIST test image as a 28x28 PNG, and checks every answer (status 200 and the "
         f"same top class as the model run in the client process). Machine: {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores (shared with other work at the time), torch {torch.__version__}.",
+        f"{os.cpu_count()} CPU cores (shared with other work at the time), torch {torch.__version__}; "
+        f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run.",
+        "Times are client-side wall times per request (upload, decode, explain, PNG encoding, JSON); "
+        "the last column is the time of `alignnet.explain` itself inside the server.",
         "",
         "| model | route | correct | concurrent median (ms) | concurrent worst (ms) | all answered after (ms) "
         "| single request median (ms) | server explain time median (ms) |",
