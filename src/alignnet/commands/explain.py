@@ -1,0 +1,227 @@
+"""``alignnet explain IMAGE... --model NAME_OR_PATH [--target K|pred|topN] [--out DIR] [--layers]``.
+
+For every image one PNG ``<stem>_explain.png`` with, per explained class, the image, the colour
+explanation (REFERENCE.md section 5) and the signed contribution map (red: for the class, blue:
+against). ``--layers`` adds ``<stem>_layers.png``: the contribution map of the same logit at the
+input of every dynamic layer (:func:`layer_contributions`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..explain import colour_explanation, explain
+from ..layers import DynamicLinear, explanation_mode
+from ._common import add_model_arguments, check_new_files, class_name, load_images, resolve_model
+
+__all__ = ["add_arguments", "layer_contributions", "parse_target", "run"]
+
+
+def parse_target(text: str) -> int | str:
+    """``--target``: ``pred`` (the predicted class), a class index ``K``, or ``topN`` (e.g. ``top3``)."""
+    t = text.strip().lower()
+    if t == "pred":
+        return "pred"
+    if t.startswith("top") and t[3:].isdigit() and int(t[3:]) >= 1:
+        return f"top{int(t[3:])}"
+    try:
+        k = int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected pred, a class index or topN (e.g. top3), got {text!r}") from None
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"class index must be >= 0, got {k}")
+    return k
+
+
+def _targets_for(logits: Tensor, target: int | str) -> list[int]:
+    if target == "pred":
+        return [int(logits.argmax())]
+    if isinstance(target, str):  # topN
+        n = min(int(target[3:]), logits.numel())
+        return logits.topk(n).indices.tolist()
+    if target >= logits.numel():
+        raise ValueError(f"--target {target} is out of range: the model has {logits.numel()} classes")
+    return [int(target)]
+
+
+def _top_level_dynamic_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Dynamic layers that are not inside another dynamic layer, in registration order."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if isinstance(module, DynamicLinear) and not any(name.startswith(p + ".") for p, _ in found):
+            found.append((name, module))
+    return found
+
+
+def layer_contributions(model: nn.Module, image: Tensor, target: int) -> list[tuple[str, Tensor]]:
+    """Contribution map of logit ``target`` at the input of every dynamic layer.
+
+    In explanation mode the logit is linear in each layer's input ``a``; the map is
+    ``sum_channels(d logit / d a * a)`` at that layer's resolution. For a plain stack of dynamic
+    layers (no skip connections, no biases) every map sums to ``logit - bias`` exactly.
+
+    Parameters
+    ----------
+    image: ``(C, H, W)`` in [0, 1].
+
+    Returns
+    -------
+    list of ``(layer name, (h, w) map)``.
+    """
+    layers = _top_level_dynamic_layers(model)
+    if not layers:
+        raise ValueError("the model has no dynamic (B-cos / CoDA) layers to show per-layer maps of")
+    captured: dict[str, Tensor] = {}
+
+    def keep(name):
+        def hook(_module, inputs):
+            if name not in captured:
+                inputs[0].retain_grad()
+                captured[name] = inputs[0]
+
+        return hook
+
+    hooks = [m.register_forward_pre_hook(keep(n)) for n, m in layers]
+    training = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.enable_grad(), explanation_mode(model):
+            x = image[None].detach().clone().requires_grad_(True)
+            logits = model(x)
+            logits[0, int(target)].backward()
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in training.items():
+            m.training = mode
+    out = []
+    for name, _m in layers:
+        a = captured.get(name)
+        if a is None or a.grad is None or a.dim() != 4:
+            continue  # not on the path to the logit, or not a spatial map
+        out.append((name, (a.grad * a).sum(1)[0].detach()))
+    for p in model.parameters():
+        p.grad = None
+    return out
+
+
+def _explanation_figure(model, image: Tensor, targets: list[int], title: str):
+    from matplotlib.figure import Figure
+
+    from ..explain import plot_contribution_map
+
+    e = explain(model, image[None].to(next(model.parameters()).device), torch.tensor([targets]))
+    probs = torch.sigmoid(e.logits[0])
+    rows = len(targets)
+    fig = Figure(figsize=(7.2, 2.4 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, 3, squeeze=False)
+    img = image.permute(1, 2, 0).cpu().numpy()
+    for r, t in enumerate(targets):
+        axes[r, 0].imshow(img)
+        axes[r, 0].set_title(
+            f"{class_name(model, t)}\nlogit {float(e.logits[0, t]):.2f}, p {float(probs[t]):.2f}", fontsize=8
+        )
+        if e.inputs.shape[1] == 6:
+            rgba = colour_explanation(e, 0, r)
+            axes[r, 1].imshow(rgba[..., :3] * rgba[..., 3:])
+            axes[r, 1].set_title("colour explanation", fontsize=8)
+        else:
+            axes[r, 1].text(
+                0.5,
+                0.5,
+                "no colour explanation\n(model without [x, 1-x] encoding)",
+                ha="center",
+                va="center",
+                fontsize=7,
+                transform=axes[r, 1].transAxes,
+            )
+        plot_contribution_map(e.contributions[0, r].cpu(), ax=axes[r, 2], title="contributions (red +, blue -)")
+        for ax in axes[r]:
+            ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    return fig, e
+
+
+def _layers_figure(model, image: Tensor, target: int, title: str):
+    from matplotlib.figure import Figure
+
+    from ..explain import plot_contribution_map
+
+    maps = layer_contributions(model, image.to(next(model.parameters()).device), target)
+    cols = min(len(maps), 5)
+    rows = -(-len(maps) // cols)
+    fig = Figure(figsize=(2.2 * cols, 2.3 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (name, m) in zip(axes.flat, maps, strict=False):
+        plot_contribution_map(m.cpu(), ax=ax, title=f"input of {name}\n{tuple(m.shape)}, sum {float(m.sum()):.2f}")
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def _output_names(paths: list[Path]) -> list[str]:
+    stems, seen = [], {}
+    for p in paths:
+        stem = p.stem or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``alignnet explain``."""
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any size or mode)")
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--target",
+        type=parse_target,
+        default="pred",
+        metavar="K|pred|topN",
+        help="class to explain: a class index K, 'pred' (default: the predicted class) or "
+        "'topN' (e.g. top3: the N highest logits)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("explanations"),
+        metavar="DIR",
+        help="folder for <stem>_explain.png (and <stem>_layers.png); default: ./explanations",
+    )
+    parser.add_argument(
+        "--layers", action="store_true", help="also draw the contribution map at the input of every dynamic layer"
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files (refused otherwise)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``alignnet explain``: write one figure per image and print the explained classes."""
+    paths = [Path(p) for p in args.images]
+    out = Path(args.out)
+    stems = _output_names(paths)
+    planned = [out / f"{s}_explain.png" for s in stems] + (
+        [out / f"{s}_layers.png" for s in stems] if args.layers else []
+    )
+    check_new_files(planned, args.force)
+    model = resolve_model(args.model, args.device)
+    images = load_images(paths, model, args.resize)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"model: {getattr(model, 'source', type(model).__name__)}")
+    for path, stem, image in zip(paths, stems, images, strict=True):
+        with torch.no_grad():
+            logits = model(image[None].to(next(model.parameters()).device))[0].cpu()
+        targets = _targets_for(logits, args.target)
+        fig, e = _explanation_figure(model, image, targets, f"{path.name} ({image.shape[-2]}x{image.shape[-1]})")
+        fig.savefig(out / f"{stem}_explain.png", dpi=130)
+        explained = ", ".join(f"{class_name(model, t)} logit {float(logits[t]):.2f}" for t in targets)
+        print(f"{path}: {explained} (completeness error {e.completeness_error():.1e}) -> {out / f'{stem}_explain.png'}")
+        if args.layers:
+            _layers_figure(model, image, targets[0], f"{path.name}: {class_name(model, targets[0])}").savefig(
+                out / f"{stem}_layers.png", dpi=130
+            )
+            print(f"  per-layer maps -> {out / f'{stem}_layers.png'}")
+    return 0
