@@ -320,3 +320,14 @@ def test_default_models_are_labelled():
 def test_cli_errors(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_defaults_bind_localhost():
+    from alignnet.cli import build_parser
+
+    args = build_parser(load="serve").parse_args(["serve"])
+    assert (args.host, args.port, args.model, args.workers) == ("127.0.0.1", 7860, [], None)
+    args = build_parser(load="serve").parse_args(
+        ["serve", "--model", "a.safetensors", "--model", "b", "--host", "0.0.0.0"]
+    )
+    assert args.model == ["a.safetensors", "b"] and args.host == "0.0.0.0"
