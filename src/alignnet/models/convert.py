@@ -83,5 +83,7 @@ def from_bcos(name: str, state_dict: dict[str, torch.Tensor], **overrides) -> nn
         raise ValueError(f"the state dict has no {head!r} (after renaming): is it a bcos {BCOS_NAMES[name]}?")
     overrides.setdefault("num_classes", int(state[head].shape[0]))
     model = create_model(name, **overrides)
+    # the bcos package keeps the logit bias in its config, not in the state dict
+    state.setdefault("logit_layer.bias", model.logit_layer.bias.detach().clone())
     load_weights(model, state, source=f"the bcos {BCOS_NAMES[name]} state dict")
     return model.eval()
