@@ -202,7 +202,9 @@ def test_bad_uploads_rejected(client, content, status, message):
     assert message in r.json()["detail"]
 
 
-def test_upload_limits(models):
+def test_upload_limits(models, client):
+    r = client.post("/api/explain", content=b"\0" * (10 * 1024 * 1024 + 1))  # the default limit: 10 MB
+    assert r.status_code == 413 and "the limit is 10 MB" in r.json()["detail"]
     small = TestClient(create_app(models, methods=METHODS, max_upload_bytes=2000))
     big = _png(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
     assert len(big) > 2000
