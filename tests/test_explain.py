@@ -43,6 +43,11 @@ def test_completeness(name, dtype, tol):
     assert torch.equal(e.targets, e.logits.argmax(1))
     torch.testing.assert_close(e.bias, torch.full((3,), LOGIT_BIAS, dtype=dtype))
     assert e.completeness_error() < tol
+    # the same identity relative to the linear part alone, so a dominant logit bias cannot hide an error
+    linear = e.outputs - e.bias
+    assert float(linear.abs().max()) > 1e-3
+    rel = float((e.contributions.sum((-2, -1)) - linear).abs().max() / linear.abs().max())
+    assert rel < (1e-3 if dtype == torch.float32 else 1e-10)
     total = e.contributions.sum((-2, -1)) + e.bias
     torch.testing.assert_close(total, e.outputs, rtol=tol * 10, atol=tol * float(e.outputs.abs().max()))
 
