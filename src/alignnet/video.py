@@ -345,8 +345,8 @@ def run(args: argparse.Namespace) -> int:
     check_new_files([out], args.force)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    frames, fps = read_video(args.input, args.max_frames, args.stride)  # bad input fails before the model loads
     model = resolve_model(args.model, args.device, progress=not args.no_progress)
-    frames, fps = read_video(args.input, args.max_frames, args.stride)
     frames = fit_to_model(frames, model_input_size(model), args.resize)
     num_classes = getattr(model, "model_args", {}).get("num_classes")
     if args.target is not None and args.target < 0:
