@@ -24,6 +24,7 @@ import warnings
 import torch
 
 import alignnet
+import alignnet.data
 from alignnet.attribution import get_attributor, list_attributors
 from alignnet.metrics import evaluate_localisation, evaluate_pixel_removal
 from alignnet.metrics._common import as_tensors, predict
@@ -64,6 +65,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--removal-images", type=int, default=1024)
     p.add_argument("--skip-protocols", action="store_true")
+    p.add_argument("--skip-methods", action="store_true")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     if args.threads:
@@ -74,6 +76,8 @@ def main() -> None:
     model = alignnet.create_model("bcos_cifar10_9l", width=args.width).to(device).eval()
     n_params = sum(p.numel() for p in model.parameters())
     methods = list_attributors() if args.methods == "all" else args.methods.split(",")
+    if args.skip_methods:
+        methods = ["ours"]
     print(f"\n## Per-image time, bcos_cifar10_9l width {args.width:g} ({n_params:,} parameters), batch {args.batch}")
     per_image = bench_methods(model, device, args.batch, args.reps, methods)
     ours = per_image["ours"]
