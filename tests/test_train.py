@@ -234,3 +234,17 @@ def test_image_folder_training_skips_corrupt_images(tmp_path):
     with pytest.raises(ValueError, match="bad.png"):
         train(config_from_dict(base), tmp_path / "run_strict")
     assert load_file(tmp_path / "run" / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_cli_train_then_resume_with_more_epochs(tmp_path):
+    config = _tiny(**{"trainer.epochs": 1})
+    save_config(config, tmp_path / "tiny.yaml")
+    out = tmp_path / "run"
+    assert cli_main(["train", "--config", str(tmp_path / "tiny.yaml"), "-o", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 1
+    assert cli_main(["train", "--config", str(tmp_path / "tiny.yaml"), "-o", str(out)]) == 2  # refuses to clobber
+    assert cli_main(["train", "--resume", str(out), "--epochs", "2"]) == 0  # reuses out/config.yaml
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["resumed_from"].endswith("last.ckpt")
+    assert load_config(out / "config.yaml")["trainer"]["epochs"] == 2
