@@ -128,8 +128,11 @@ def build_datasets(config: DataConfig) -> tuple[Dataset, Dataset, int]:
         train, val = data.image_folder(
             config.root, config.image_size, config.val_fraction, config.split_seed, config.strict
         )
-        if not config.augment:
-            raise ValueError("data.augment=false is not supported for image folders")
+        if not config.augment:  # evaluation transform (resize + centre crop) for training too
+            from ..data import eval_transform
+
+            base = train.dataset if isinstance(train, Subset) else train
+            base.transform = eval_transform(config.image_size)
         n_classes = len(train.classes)
     if config.train_subset is not None:
         sub = _balanced_subset(train, config.train_subset, config.split_seed)
