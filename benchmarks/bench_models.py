@@ -162,25 +162,26 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    rows = []
-    jobs = [(n, 64, 32, True) for n in CIFAR] + [(n, 8, 224, False) for n in IMAGENET]
-    for name, batch, side, one in tqdm(jobs, desc="models"):
-        rows.append(bench_model(name, batch, side, args.repeats, one))
-    side = None if args.skip_bcos else bench_side_by_side(args.repeats)
     print(
-        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{args.threads} threads; 1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after.\n"
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{args.threads} threads; 1-minute load average {load_before:.1f} at the start.\n",
+        flush=True,
     )
     print(
         "| model | batch x size | inference img/s | train step img/s | explain img/s | explain / (fwd+bwd) | batched explain speedup (N=32 vs 1 by 1) |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
+    print("|---|---|---|---|---|---|---|", flush=True)
+    jobs = [(n, 64, 32, True) for n in CIFAR] + [(n, 8, 224, False) for n in IMAGENET]
+    for name, batch, side_len, one in tqdm(jobs, desc="models"):
+        r = bench_model(name, batch, side_len, args.repeats, one)
         sp = f"{r['batched_speedup']:.1f}x" if "batched_speedup" in r else "-"
         print(
             f"| {r['model']} | {r['batch']} x {r['side']}² | {r['infer']:.1f} | {r['train']:.1f} | "
-            f"{r['explain']:.1f} | {r['explain_ratio']:.2f} | {sp} |"
+            f"{r['explain']:.1f} | {r['explain_ratio']:.2f} | {sp} |",
+            flush=True,
         )
+    side = None if args.skip_bcos else bench_side_by_side(args.repeats)
+    print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.1f}")
     if side:
         f, e = side["forward_b1_ms"], side["explain_per_image_ms"]
         print("\n| ResNet-18, random weights | forward at batch 1 (ms) | ratio to torchvision |")
