@@ -135,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, object]] = {}
     for spec, model in models:
         tag = Path(spec).stem if len(models) > 1 else ""
+        logits = None
+        if args.metric == "localisation":  # predict the dataset once per model, not once per method
+            from ._common import as_tensors, predict
+
+            logits = predict(model, as_tensors(dataset)[0], device=args.device)
         for method in methods:
             stem = f"{args.metric.replace('-', '_')}_{method}" + (f"_{tag}" if tag else "")
             try:
@@ -150,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
                         batch_size=args.batch_size,
                         cache_dir=None if args.no_cache else out / "cache",
                         progress=not args.quiet,
+                        logits=logits,
                     )
                 else:
                     res = evaluate_pixel_removal(
