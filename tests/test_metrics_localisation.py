@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from _attr_nets import TemplateNet, blob_images
 
+from _attr_nets import TemplateNet, blob_images
 from alignnet.attribution import Attributor, get_attributor
 from alignnet.metrics import evaluate_localisation, localisation_scores, make_grids, summarise, tile_grids
 
