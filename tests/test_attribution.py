@@ -185,3 +185,21 @@ def test_clear_errors():
         att.attribute(torch.full((1, 3, 8, 8), float("nan")), 0)
     with pytest.raises(ValueError, match="stride"):
         get_attributor("occlusion5", model, stride=7)
+
+
+@pytest.mark.parametrize("make", [tiny_bcos, tiny_coda])
+@pytest.mark.parametrize("method", ["ours", "ixg"])
+def test_attribute_maps_equals_one_class_at_a_time(make, method):
+    """Several classes per image (ours: one forward pass) equal explaining each class separately."""
+    torch.manual_seed(0)
+    model = make().double().eval()
+    images = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    targets = torch.tensor([[0, 3, 1], [2, 2, 0]])
+    attributor = get_attributor(method, model)
+    maps = attributor.attribute_maps(images, targets)
+    assert maps.shape == (2, 3, 16, 16)
+    for j in range(3):
+        single = attributor.attribute(images, targets[:, j]).sum(1)
+        torch.testing.assert_close(maps[:, j], single, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        attributor.attribute_maps(images, targets[0])

@@ -215,6 +215,19 @@ class Attributor:
             raise RuntimeError(f"{self.name} returned shape {tuple(result.shape)} for images {tuple(images.shape)}")
         return result
 
+    def attribute_maps(self, images: Tensor, targets: Tensor) -> Tensor:
+        """Per-pixel maps for several classes per image: ``(N, C, H, W), (N, K) -> (N, K, H, W)``.
+
+        The default repeats each image K times through :meth:`attribute`; methods that can explain
+        several classes from one forward pass (``ours``) override it.
+        """
+        targets = torch.as_tensor(targets, device=images.device).long()
+        if targets.dim() != 2 or targets.shape[0] != images.shape[0]:
+            raise ValueError(f"targets must have shape (N, K) with N={images.shape[0]}, got {tuple(targets.shape)}")
+        n, k = targets.shape
+        maps = self.attribute(images.repeat_interleave(k, 0), targets.reshape(-1)).sum(1)
+        return maps.view(n, k, *maps.shape[-2:])
+
     def _resolve_targets(self, images: Tensor, targets) -> Tensor:
         n = images.shape[0]
         if targets is None:

@@ -258,9 +258,9 @@ def evaluate_localisation(
             chunk = grids[done : done + per_step]
             k = len(chunk)
             tiled = tile_grids(images[torch.from_numpy(chunk)], grid).to(device)  # (k, C, gH, gW)
-            maps = attributor.attribute(
-                tiled.repeat_interleave(n, 0), torch.from_numpy(classes[done : done + k]).reshape(-1).to(device)
-            )
+            # (k, n, gH, gW): every cell's class of a grid explained together (one forward pass for ours)
+            maps = attributor.attribute_maps(tiled, torch.from_numpy(classes[done : done + k]).to(device))
+            maps = maps.reshape(k * n, *maps.shape[-2:])
             scores[done * n : (done + k) * n] = (
                 localisation_scores(maps, cells[: k * n].to(maps.device), grid, smooth).cpu().numpy()
             )
