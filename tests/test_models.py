@@ -227,12 +227,21 @@ def _relative_completeness(e) -> float:
     return float((total - e.outputs).abs().max() / explained)
 
 
+# v1 VGG-11 has no normalisation layers: at random initialisation each MaxOut B-cos layer shrinks the signal by
+# ~50x (|cos| ~ 1/sqrt(k*k*C)), so after 11 layers float32 underflows to exactly 0 (1e-30 at layer 10, measured).
+# Trained v1 networks are aligned (|cos| >> 1/sqrt(D)); at init the invariants are checked in float64.
+FLOAT32_UNDERFLOW = {"bcos_vgg11_v1"}
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_forward_backward_explain_roundtrip(name, tmp_path):
     torch.manual_seed(0)
     # logit_bias=0: random networks give small logits, which a bias of -2.2 would round away
     model = create_model(name, num_classes=3, logit_bias=0.0)
-    x = small_input(model)
+    dtype = torch.float32
+    if name in FLOAT32_UNDERFLOW:
+        model, dtype = model.double(), torch.float64
+    x = small_input(model, dtype=dtype)
     calibrate(model, x)
 
     # forward + backward (train mode: batch statistics flow into the gradient)
@@ -259,7 +268,7 @@ def test_forward_backward_explain_roundtrip(name, tmp_path):
         assert type(loaded) is type(model) and loaded.model_args == {"num_classes": 3, "logit_bias": 0.0}
         assert torch.equal(loaded(x), model(x).detach())
     else:
-        rebuilt = create_model(name, num_classes=3, logit_bias=0.0).eval()
+        rebuilt = create_model(name, num_classes=3, logit_bias=0.0).to(dtype).eval()
         rebuilt.load_state_dict(model.state_dict())
         assert torch.equal(rebuilt(x), model(x))
 
