@@ -32,10 +32,10 @@ def bench_demo(quick: bool) -> None:
         result = run_demo(Path(tmp) / "demo", config, progress=False, verbose=False)
         wall = time.perf_counter() - start
     print(f"\n### demo stages ({'--quick' if quick else 'full'}; load average before: {os.getloadavg()[0]:.1f})\n")
-    print("| stage | seconds |\n|---|---|")
+    print("| stage | wall seconds | CPU seconds (all threads) |\n|---|---|---|")
     for stage, seconds in result.seconds.items():
-        print(f"| {stage} | {seconds:.1f} |")
-    print(f"| **total (wall)** | **{wall:.1f}** |")
+        print(f"| {stage} | {seconds:.1f} | {result.cpu_seconds[stage]:.1f} |")
+    print(f"| **total** | **{wall:.1f}** | **{sum(result.cpu_seconds.values()):.1f}** |")
     print("\nmodels: " + "; ".join(f"{k}: {v}" for k, v in result.sources.items()))
     print("accuracy: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in result.accuracy.items()))
     for kind, means in result.localisation.items():
