@@ -51,6 +51,15 @@ def test_fit_to_model_policies():
         fit_to_model(x, (32, 32), "zoom")
 
 
+def test_fashion_mnist_sized_image_is_padded_like_the_training_data():
+    from alignnet.data import fashion_mnist_to_input, load_embedded
+
+    raw = torch.as_tensor(load_embedded("test").images[:1])  # (1, 28, 28) uint8, as in the idx files
+    grey = (raw.float() / 255).expand(3, -1, -1)
+    for policy in ("crop", "stretch"):
+        torch.testing.assert_close(fit_to_model(grey, (32, 32), policy), fashion_mnist_to_input(raw)[0])
+
+
 def test_load_images_any_mode_and_reports_bad_paths(tiny, image_files, tmp_path):
     model, _ = tiny
     images = load_images(image_files, model)

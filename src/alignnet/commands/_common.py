@@ -6,7 +6,8 @@
 - Resize policy (``--resize``): ``crop`` (default) resizes the shorter side to the model's input
   size and centre-crops a square (the evaluation transform of the papers), ``stretch`` resizes to
   exactly the model's input size ignoring the aspect ratio, ``none`` keeps the image size
-  (convolutional models accept any size). Images of any mode (grey, RGBA over white, palette,
+  (convolutional models accept any size). An image 4 pixels smaller than the input size (28x28 for
+  the 32x32 models) is zero-padded by 2, as Fashion-MNIST images were in training. Images of any mode (grey, RGBA over white, palette,
   16-bit) become RGB in [0, 1] first.
 - Output files are never overwritten silently: a command that would replace a file stops with an
   error naming it, unless ``--force`` is given.
@@ -51,6 +52,7 @@ RESIZE_HELP = (
     "'crop' (default) resizes the shorter side to that size and centre-crops a square; "
     "'stretch' resizes to exactly that size ignoring the aspect ratio; "
     "'none' keeps each image's own size (convolutional models accept any size). "
+    "With crop/stretch, a 28x28 image for a 32x32 model is zero-padded by 2 (the Fashion-MNIST convention). "
     "Grey, RGBA (composited over white), palette and 16-bit images are converted to RGB in [0, 1] first"
 )
 MODEL_HELP = (
@@ -183,6 +185,10 @@ def fit_to_model(image: Tensor, size: tuple[int, int] | None, policy: str = "cro
         raise ValueError(f"resize policy must be one of {', '.join(RESIZE_POLICIES)}, got {policy!r}")
     if size is None or policy == "none":
         return image
+    if tuple(image.shape[-2:]) == (size[0] - 4, size[1] - 4):
+        # 28x28 for a 32x32 model: the Fashion-MNIST/MNIST convention the shipped models were trained
+        # with (alignnet.data.fashion_mnist_to_input) is zero padding by 2, not upscaling
+        return torch.nn.functional.pad(image, (2, 2, 2, 2)).clamp(0, 1)
     if policy == "stretch":
         out = TF.resize(image, list(size), antialias=True)
     else:
