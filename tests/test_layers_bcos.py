@@ -165,3 +165,35 @@ def test_linear_equals_bcos_package(b):
     ours.weight.data.copy_(theirs.linear.weight.data)
     x = torch.randn(4, 8)
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-6)
+
+
+def test_normalised_weight_cache_follows_every_kind_of_weight_change():
+    """Inference reuses the normalised weight, but never a stale one."""
+    torch.manual_seed(0)
+    layer = BcosConv2d(4, 6, 3, padding=1)
+    x = torch.rand(2, 4, 8, 8)
+
+    def reference():
+        w = layer.weight.detach()
+        return F.conv2d(x.to(w.dtype), w / w.flatten(1).norm(dim=1)[:, None, None, None], padding=1)
+
+    def check():
+        with torch.no_grad():
+            lin = layer.normalized_weight()
+        torch.testing.assert_close(F.conv2d(x.to(lin.dtype), lin, padding=1), reference())
+
+    check()
+    with torch.no_grad():
+        first = layer.normalized_weight()
+        assert layer.normalized_weight() is first  # cached
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    layer(x).sum().backward()  # grad mode: plain autograd path, gradient reaches the weight
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    opt.step()  # in-place update bumps the version counter
+    check()
+    layer.load_state_dict({"weight": torch.randn(6, 4, 3, 3)})
+    check()
+    layer.weight.data.copy_(torch.randn(6, 4, 3, 3))  # .data edits bypass the version counter
+    check()
+    layer.double()
+    check()

@@ -202,8 +202,13 @@ def explain(
         hooks.append(_find_module(model, layer).register_forward_hook(keep_first("layer")))
 
     training = {m: m.training for m in model.modules()}
+    # gradients w.r.t. the input only: switching the parameters' requires_grad off for the call skips
+    # their part of the graph and lets layers reuse cached normalised weights (restored below)
+    requires_grad = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     try:
+        for p, _ in requires_grad:
+            p.requires_grad_(False)
         with torch.enable_grad(), explanation_mode(model):
             x = images.detach().clone().requires_grad_(True)
             logits = model(x)
@@ -231,6 +236,8 @@ def explain(
             h.remove()
         for m, mode in training.items():
             m.training = mode
+        for p, flag in requires_grad:
+            p.requires_grad_(flag)
     bias = bias_full.gather(1, t if t.dim() == 2 else t[:, None])
     return Explanation(
         inputs=source.detach(),
