@@ -175,7 +175,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="does not take n_step"):
         get_attributor("intgrad", model, n_step=3)
     att = get_attributor("grad", model)
-    with pytest.raises(ValueError, match="3-channel"):
+    with pytest.raises(ValueError, match="expects images with 3 channels"):
         att.attribute(torch.rand(1, 1, 8, 8), 0)
     with pytest.raises(ValueError, match="shape"):
         att.attribute(torch.rand(2, 3, 8, 8), torch.tensor([1, 2, 3]))

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..explain import expected_input_channels
+from ..explain.dynamic_linear import check_images
 from ..layers import AddInverse, DynamicLinear
 
 __all__ = [
@@ -255,15 +255,5 @@ class Attributor:
 
 
 def _check_images(model: nn.Module, images: Tensor) -> Tensor:
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[0] < 1:
-        raise ValueError(f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise TypeError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError("images contain NaN or infinite values")
-    expected = expected_input_channels(model)
-    if expected is not None and images.shape[1] != expected:
-        raise ValueError(f"the model expects {expected}-channel images, got shape {tuple(images.shape)}")
+    check_images(model, images)  # the same checks and messages as alignnet.explain
     return images.detach()

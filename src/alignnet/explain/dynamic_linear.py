@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..layers import AddInverse, LogitLayer, explanation_mode
 
-__all__ = ["Explanation", "explain", "expected_input_channels"]
+__all__ = ["Explanation", "check_images", "explain", "expected_input_channels"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,9 @@ def expected_input_channels(model: nn.Module) -> int | None:
     return None
 
 
-def _check_images(model: nn.Module, images: Tensor) -> None:
+def check_images(model: nn.Module, images: Tensor) -> None:
+    """Raise a clear ``TypeError``/``ValueError`` unless ``images`` is a finite float ``(N, C, H, W)`` batch
+    with the channel count the model expects."""
     if not isinstance(images, Tensor):
         raise TypeError(f"images must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
     if images.dim() != 4:
@@ -178,7 +180,7 @@ def explain(
     The model's train/eval mode, the parameters' ``requires_grad`` and ``.grad`` and the
     caller's ``images`` are left as they were; the model runs in eval mode for the call.
     """
-    _check_images(model, images)
+    check_images(model, images)
     captured: dict[str, Tensor] = {}
     hooks = []
 
