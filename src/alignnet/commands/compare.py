@@ -38,11 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``alignnet compare``."""
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any size or mode)")
     add_model_arguments(parser)
+    from ..attribution import list_attributors  # the registry is the one source of the method names
+
     parser.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
         help="comma-separated attribution methods, or 'all' (default: %(default)s); "
-        "known: ours, grad, ixg, intgrad, deeplift, guided_backprop, gradcam, occlusion5, occlusion9, rise, lime",
+        f"known: {', '.join(list_attributors())}",
     )
     parser.add_argument("--target", type=int, default=None, metavar="K", help="class to explain (default: predicted)")
     parser.add_argument(

@@ -58,7 +58,7 @@ MAX_METHODS = 4
 # name -> (file in alignnet/weights, fallback registry model and arguments while the file is missing)
 SHIPPED_MODELS: dict[str, tuple[str, str, dict]] = {
     "fmnist_bcos": ("fmnist_bcos.safetensors", "bcos_cifar10_9l", {"width": 0.25}),
-    "fmnist_coda": ("fmnist_coda.safetensors", "coda_cifar10_9l", {"width": 0.5}),
+    "fmnist_coda": ("fmnist_coda.safetensors", "coda_cifar10_9l", {"width": 0.25}),  # as the shipped file
 }
 
 
