@@ -188,9 +188,11 @@ def test_clear_errors():
 
 
 @pytest.mark.parametrize("make", [tiny_bcos, tiny_coda])
-@pytest.mark.parametrize("method", ["ours", "ixg"])
+@pytest.mark.parametrize("method", ["ours", "ixg", "occlusion5", "occlusion9", "rise"])
 def test_attribute_maps_equals_one_class_at_a_time(make, method):
-    """Several classes per image (ours: one forward pass) equal explaining each class separately."""
+    """Several classes per image equal explaining each class separately (ours: one forward pass;
+    occlusion and RISE: each perturbed copy evaluated once for all classes, against captum's
+    one-class Occlusion and our one-class RISE)."""
     torch.manual_seed(0)
     model = make().double().eval()
     images = torch.rand(2, 3, 16, 16, dtype=torch.float64)
@@ -200,6 +202,26 @@ def test_attribute_maps_equals_one_class_at_a_time(make, method):
     assert maps.shape == (2, 3, 16, 16)
     for j in range(3):
         single = attributor.attribute(images, targets[:, j]).sum(1)
-        torch.testing.assert_close(maps[:, j], single, rtol=1e-9, atol=1e-12)
+        # captum's Occlusion computes in float32 even for float64 inputs
+        tol = dict(rtol=1e-6, atol=1e-9) if method.startswith("occlusion") else dict(rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(maps[:, j], single, **tol)
     with pytest.raises(ValueError, match=r"\(N, K\)"):
         attributor.attribute_maps(images, targets[0])
+    with pytest.raises(ValueError, match="non-negative|out of range"):
+        attributor.attribute_maps(images, -targets - 1)
+
+
+@pytest.mark.parametrize("size,stride,shape", [(5, 2, (12, 12)), (9, 2, (13, 11)), (3, 3, (7, 10)), (4, 1, (4, 6))])
+def test_occlusion_windows_match_captum(size, stride, shape):
+    """Our multi-class occlusion uses captum's windows: on a model that sums its input, the
+    attribution of a pixel is the mean size of the windows covering it, as captum computes it."""
+    from captum.attr import Occlusion
+
+    x = torch.ones(1, 1, *shape, dtype=torch.float64)
+    ref = Occlusion(lambda z: z.flatten(1).sum(1)).attribute(
+        x, sliding_window_shapes=(1, size, size), strides=(1, stride, stride), baselines=0.0
+    )[0, 0]
+    att = get_attributor("occlusion5", tiny_bcos(), size=size, stride=stride)
+    windows = att.window_masks(*shape, torch.device("cpu"), torch.float64)  # (P, H, W)
+    ours = (windows * windows.sum((1, 2))[:, None, None]).sum(0) / windows.sum(0)
+    torch.testing.assert_close(ours, ref.double())  # captum returns float32 here

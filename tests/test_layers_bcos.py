@@ -197,3 +197,19 @@ def test_normalised_weight_cache_follows_every_kind_of_weight_change():
     check()
     layer.double()
     check()
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_max_out_inference_path_equals_gradient_path(groups):
+    """MaxOut uses ``amax`` without autograd and ``max().values`` with it: same values, and gradients flow."""
+    torch.manual_seed(3)
+    conv = BcosConv2d(4, 6, 3, padding=1, groups=groups, max_out=2).double()
+    lin = BcosLinear(5, 3, max_out=3).double()
+    for layer, x in ((conv, torch.randn(2, 4, 6, 6, dtype=torch.float64)), (lin, torch.randn(4, 5, dtype=torch.float64))):
+        with torch.no_grad():
+            fast = layer(x)
+        x_req = x.clone().requires_grad_()
+        slow = layer(x_req)
+        torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=0)
+        slow.sum().backward()
+        assert x_req.grad is not None and torch.isfinite(x_req.grad).all() and x_req.grad.abs().sum() > 0

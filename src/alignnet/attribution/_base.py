@@ -218,15 +218,35 @@ class Attributor:
     def attribute_maps(self, images: Tensor, targets: Tensor) -> Tensor:
         """Per-pixel maps for several classes per image: ``(N, C, H, W), (N, K) -> (N, K, H, W)``.
 
-        The default repeats each image K times through :meth:`attribute`; methods that can explain
-        several classes from one forward pass (``ours``) override it.
+        The default repeats each image K times through :meth:`attribute`. Methods whose work is
+        shared between classes implement ``_attribute_maps`` (perturbation methods evaluate every
+        perturbed copy once and read all K logits from it) or override this (``ours``).
         """
         targets = torch.as_tensor(targets, device=images.device).long()
         if targets.dim() != 2 or targets.shape[0] != images.shape[0]:
             raise ValueError(f"targets must have shape (N, K) with N={images.shape[0]}, got {tuple(targets.shape)}")
         n, k = targets.shape
-        maps = self.attribute(images.repeat_interleave(k, 0), targets.reshape(-1)).sum(1)
-        return maps.view(n, k, *maps.shape[-2:])
+        if type(self)._attribute_maps is Attributor._attribute_maps:
+            maps = self.attribute(images.repeat_interleave(k, 0), targets.reshape(-1)).sum(1)
+            return maps.view(n, k, *maps.shape[-2:])
+        images = _check_images(self.model, images)
+        for t in targets.unique().tolist():
+            self._resolve_targets(images[:1], t)  # same target checks as attribute()
+        training = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        try:
+            out = [
+                self._attribute_maps(images[i : i + self.batch_size], targets[i : i + self.batch_size])
+                for i in range(0, n, self.batch_size)
+            ]
+        finally:
+            for m, mode in training.items():
+                m.training = mode
+        return torch.cat(out).detach().to(images.dtype)
+
+    def _attribute_maps(self, images: Tensor, targets: Tensor) -> Tensor:
+        """Optional: ``(n, C, H, W), (n, K) -> (n, K, H, W)`` for one chunk, sharing work between classes."""
+        raise NotImplementedError
 
     def _resolve_targets(self, images: Tensor, targets) -> Tensor:
         n = images.shape[0]

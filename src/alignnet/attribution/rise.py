@@ -89,18 +89,21 @@ class RiseAttributor(Attributor):
             self._masks[key] = m.to(device=device, dtype=dtype)
         return self._masks[key]
 
-    @torch.no_grad()
     def _attribute(self, images: Tensor, targets: Tensor) -> Tensor:
+        return self._spread(self._attribute_maps(images, targets[:, None])[:, 0], images.shape[1])
+
+    @torch.no_grad()
+    def _attribute_maps(self, images: Tensor, targets: Tensor) -> Tensor:
         x = self.encoded.encode(images)  # (n, C, H, W)
         n, _, h, w = x.shape
+        k = targets.shape[1]
         masks = self.masks(h, w, x.device, x.dtype)  # (M, H, W)
         per_pass = max(1, self.forward_batch // n)  # masks per forward pass (n images each)
         scores = []
         for j in range(0, self.n_masks, per_pass):
             m = masks[j : j + per_pass]
-            batch = (x[:, None] * m[None, :, None]).flatten(0, 1)  # (n*k, C, H, W)
+            batch = (x[:, None] * m[None, :, None]).flatten(0, 1)  # (n*p, C, H, W)
             logits = self.encoded(batch).view(n, m.shape[0], -1)
-            s = logits.gather(2, targets.view(n, 1, 1).expand(n, m.shape[0], 1))[..., 0]
+            s = logits.gather(2, targets.view(n, 1, k).expand(n, m.shape[0], k))  # (n, p, K): all K classes at once
             scores.append(torch.sigmoid(s) if self.output == "probability" else s)
-        saliency = torch.einsum("nm,mhw->nhw", torch.cat(scores, 1), masks) / (self.n_masks * self.p_keep)
-        return self._spread(saliency, images.shape[1])
+        return torch.einsum("npk,phw->nkhw", torch.cat(scores, 1), masks) / (self.n_masks * self.p_keep)

@@ -120,6 +120,18 @@ def _dynamic_factor(lin: Tensor, norm: Tensor, b: float) -> Tensor:
     return ((lin / norm).abs() + _COS_EPS).pow(b - 1)
 
 
+def _max_out(units: Tensor, dim: int) -> Tensor:
+    """Maximum over the MaxOut units in ``dim``.
+
+    ``max().values`` also computes the indices, which makes it ~5x slower than ``amax`` on a CPU,
+    but its backward (a scatter through the indices) is much faster than ``amax``'s (a comparison
+    mask and tie counting): use ``amax`` when no gradient will flow, ``max`` otherwise.
+    """
+    if torch.is_grad_enabled() and units.requires_grad:
+        return units.max(dim=dim).values
+    return units.amax(dim=dim)
+
+
 def _compiling() -> bool:
     is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
     return bool(is_compiling is not None and is_compiling())
@@ -210,7 +222,7 @@ class BcosConv2d(DynamicLinear):
             raise ValueError(f"{type(self).__name__} expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         out = F.conv2d(x, self.normalized_weight(), None, self.stride, self.padding, 1, self.groups)
         if self.max_out > 1:
-            out = out.unflatten(1, (self.out_channels, self.max_out)).max(dim=2).values  # faster backward than amax
+            out = _max_out(out.unflatten(1, (self.out_channels, self.max_out)), 2)
         if self.b != 1:
             norm = patch_norms(x, self.kernel_size, self.stride, self.padding, self.groups)
             if self.groups > 1:
@@ -259,7 +271,7 @@ class BcosLinear(DynamicLinear):
             raise ValueError(f"{type(self).__name__} expects input (..., {self.in_features}), got {tuple(x.shape)}")
         out = F.linear(x, self.normalized_weight())
         if self.max_out > 1:
-            out = out.unflatten(-1, (self.out_features, self.max_out)).max(dim=-1).values
+            out = _max_out(out.unflatten(-1, (self.out_features, self.max_out)), -1)
         if self.b != 1:
             norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True) + 1e-12
             out = _bcos_scaling(out, norm, self.b, self.detach)
