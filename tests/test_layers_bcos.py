@@ -205,7 +205,10 @@ def test_max_out_inference_path_equals_gradient_path(groups):
     torch.manual_seed(3)
     conv = BcosConv2d(4, 6, 3, padding=1, groups=groups, max_out=2).double()
     lin = BcosLinear(5, 3, max_out=3).double()
-    for layer, x in ((conv, torch.randn(2, 4, 6, 6, dtype=torch.float64)), (lin, torch.randn(4, 5, dtype=torch.float64))):
+    for layer, x in (
+        (conv, torch.randn(2, 4, 6, 6, dtype=torch.float64)),
+        (lin, torch.randn(4, 5, dtype=torch.float64)),
+    ):
         with torch.no_grad():
             fast = layer(x)
         x_req = x.clone().requires_grad_()

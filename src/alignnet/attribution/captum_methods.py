@@ -286,7 +286,9 @@ class OcclusionAttributor(Attributor):
         """
 
         def side(length: int) -> Tensor:  # (positions, length) membership
-            starts = torch.arange(max(0, math.ceil((length - self.size) / self.stride)) + 1, device=device) * self.stride
+            starts = (
+                torch.arange(max(0, math.ceil((length - self.size) / self.stride)) + 1, device=device) * self.stride
+            )
             idx = torch.arange(length, device=device)
             return (idx >= starts[:, None]) & (idx < starts[:, None] + self.size)
 
