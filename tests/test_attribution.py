@@ -197,7 +197,7 @@ def test_attribute_maps_equals_one_class_at_a_time(make, method):
     model = make().double().eval()
     images = torch.rand(2, 3, 16, 16, dtype=torch.float64)
     targets = torch.tensor([[0, 3, 1], [2, 2, 0]])
-    attributor = get_attributor(method, model)
+    attributor = get_attributor(method, model, **({"n_masks": 64} if method == "rise" else {}))
     maps = attributor.attribute_maps(images, targets)
     assert maps.shape == (2, 3, 16, 16)
     for j in range(3):

@@ -1,0 +1,141 @@
+"""Combine the result files of ``scripts/run_paper_tables.sh`` (and the ablation runs) into the papers'
+figures and Markdown tables.
+
+    python scripts/paper_figures.py RUNS_DIR [--out FIGURES_DIR]
+
+Reads every ``localisation_*.json`` / ``pixel_removal_*.json`` (with its ``.npz``) under RUNS_DIR, groups
+them by model, and writes per model ``localisation_<model>.png`` (one box per method; methods evaluated on
+fewer grids are labelled with their number of maps) and ``pixel_removal_<order>_<model>.png`` (every
+method's mean curve), then prints the tables that benchmarks/RESULTS.md records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from alignnet.metrics import plots
+
+
+def collect(root: Path) -> dict:
+    found: dict = {"localisation": defaultdict(dict), "pixel-removal": defaultdict(dict)}
+    for path in sorted(root.rglob("*.json")):
+        info = json.loads(path.read_text())
+        metric = info.get("metric")
+        if metric not in found or "config" not in info:
+            continue
+        cfg = info["config"]
+        model = Path(str(cfg.get("model", "model"))).stem
+        arrays = dict(np.load(path.with_suffix(".npz")))
+        # a later run of the same model and method with more maps / steps wins
+        size = cfg.get("n_grids", 0) if metric == "localisation" else cfg.get("n_images", 0) * cfg.get("steps", 0)
+        old = found[metric][model].get(cfg["method"])
+        if old is None or size > old["size"]:
+            found[metric][model][cfg["method"]] = {"info": info, "arrays": arrays, "size": size, "path": path}
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path)
+    parser.add_argument("--out", type=Path, help="figure directory (default: RUNS/figures)")
+    args = parser.parse_args()
+    out = args.out or args.runs / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    found = collect(args.runs)
+    for model, methods in sorted(found["localisation"].items()):
+        print(f"\n### localisation, {model}\n")
+        print("| method | grids | maps | mean | median | q25-q75 | seconds |\n|---|---|---|---|---|---|---|")
+        scores = {}
+        for name, r in sorted(methods.items(), key=lambda kv: -kv[1]["info"]["summary"]["mean"]):
+            s, cfg = r["info"]["summary"], r["info"]["config"]
+            n = len(r["arrays"]["scores"])
+            label = name if cfg["n_grids"] >= 500 else f"{name} ({n} maps)"
+            scores[label] = r["arrays"]["scores"]
+            q25, q75 = np.quantile(r["arrays"]["scores"], [0.25, 0.75])
+            print(
+                f"| {name} | {cfg['n_grids']} | {n} | {s['mean']:.3f} | {s['median']:.3f} | {q25:.3f}-{q75:.3f} "
+                f"| {r['info']['seconds']:.0f} |"
+            )
+        fig = plots.plot_localisation_boxes(scores, grid=3, title=model)
+        fig.savefig(out / f"localisation_{model}.png", dpi=150)
+    for model, methods in sorted(found["pixel-removal"].items()):
+        print(f"\n### pixel removal, {model}\n")
+        print(
+            "| method | images | steps | least-first: p at 0% | p at 25% | AUC | most-first: p at 25% | AUC "
+            "| seconds |\n|---|---|---|---|---|---|---|---|---|"
+        )
+        rows = sorted(methods.items(), key=lambda kv: -kv[1]["info"]["summary"].get("least", {}).get("final", 0))
+        for name, r in rows:
+            s, cfg = r["info"]["summary"], r["info"]["config"]
+            least, most = s.get("least", {}), s.get("most", {})
+            cell = lambda d, k: f"{d[k]:.3f}" if k in d else "-"  # noqa: E731
+            print(
+                f"| {name} | {cfg['n_images']} | {cfg['steps']} | {cell(least, 'start')} | {cell(least, 'final')} "
+                f"| {cell(least, 'auc')} | {cell(most, 'final')} | {cell(most, 'auc')} | {r['info']['seconds']:.0f} |"
+            )
+        for order in ("least", "most"):
+            curves = {
+                (
+                    name
+                    if r["info"]["config"]["n_images"] >= 1024
+                    else f"{name} ({r['info']['config']['n_images']} img)"
+                ): (
+                    r["arrays"]["fractions"],
+                    r["arrays"][f"mean_{order}"],
+                )
+                for name, r in rows
+                if f"mean_{order}" in r["arrays"]
+            }
+            if curves:
+                fig = plots.plot_pixel_removal(curves, order=order, title=model)
+                fig.savefig(out / f"pixel_removal_{order}_{model}.png", dpi=150)
+    for path in sorted(args.runs.rglob("ablation.json")):
+        ablation(path, out)
+    print(f"\nfigures in {out}")
+
+
+# CoDA-Net CIFAR-10 temperature ablation, REFERENCE.md section 10 (published result arrays)
+PUBLISHED_T = {
+    "localisation": ([10, 50, 100, 500, 1000, 5000], [0.314, 0.445, 0.637, 0.840, 0.912, 0.908]),
+    "pixel-removal": ([10, 50, 100, 500, 1000, 5000], [0.628, 0.778, 0.805, 0.930, 0.962, 0.964]),
+}
+
+
+def ablation(path: Path, out: Path) -> None:
+    """Redraw an ``alignnet evaluate --ablation`` result with the published CIFAR-10 curve (temperature)."""
+    info = json.loads(path.read_text())
+    kind = "temperature" if "temperature" in info else "b"
+    metric = (
+        "pixel-removal"
+        if any(p.name.startswith("pixel_removal") for p in path.parent.glob("*.json"))
+        else ("localisation")
+    )
+    values = info["values"]
+    print(f"\n### {kind} ablation, {metric} ({path.parent.name})\n")
+    print("| " + kind + " | " + " | ".join(f"{v:g}" for v in values) + " |")
+    print("|---" * (len(values) + 1) + "|")
+    for name, ys in info["metric"].items():
+        print(f"| {name} | " + " | ".join(f"{y:.3f}" for y in ys) + " |")
+    reference = None
+    if kind == "temperature":
+        xs, ys = PUBLISHED_T[metric]
+        reference = {"CoDA paper, CIFAR-10": (xs, ys)}
+    ylabel = "mean localisation" if metric == "localisation" else "probability after 25% removed (least first)"
+    fig = plots.plot_ablation(
+        values,
+        info["metric"],
+        xlabel="temperature T" if kind == "temperature" else "b",
+        ylabel=ylabel,
+        log_x=kind == "temperature",
+        reference=reference,
+    )
+    fig.savefig(out / f"ablation_{kind}_{metric}.png", dpi=150)
+
+
+if __name__ == "__main__":
+    main()
