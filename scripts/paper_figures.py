@@ -22,7 +22,7 @@ from alignnet.metrics import plots
 
 
 def collect(root: Path) -> dict:
-    found: dict = {"localisation": defaultdict(dict), "pixel-removal": defaultdict(dict)}
+    found: dict = {"localisation": defaultdict(dict), "pixel-removal": defaultdict(dict), "runs": defaultdict(list)}
     for path in sorted(root.rglob("*.json")):
         info = json.loads(path.read_text())
         metric = info.get("metric")
@@ -33,9 +33,12 @@ def collect(root: Path) -> dict:
         arrays = dict(np.load(path.with_suffix(".npz")))
         # a later run of the same model and method with more maps / steps wins
         size = cfg.get("n_grids", 0) if metric == "localisation" else cfg.get("n_images", 0) * cfg.get("steps", 0)
+        entry = {"info": info, "arrays": arrays, "size": size, "path": path}
         old = found[metric][model].get(cfg["method"])
         if old is None or size > old["size"]:
-            found[metric][model][cfg["method"]] = {"info": info, "arrays": arrays, "size": size, "path": path}
+            found[metric][model][cfg["method"]] = entry
+        if metric == "localisation":
+            found["runs"][model].append(entry)
     return found
 
 
@@ -52,10 +55,16 @@ def main() -> None:
         print("| method | grids | maps | mean | median | q25-q75 | seconds |\n|---|---|---|---|---|---|---|")
         scores = {}
         for name, r in sorted(methods.items(), key=lambda kv: -kv[1]["info"]["summary"]["mean"]):
+            n = len(r["arrays"]["scores"])
+            scores[name if r["info"]["config"]["n_grids"] >= 500 else f"{name} ({n} maps)"] = r["arrays"]["scores"]
+        # every run, so that methods evaluated on a few grids can be read next to `ours` on the same grids
+        runs = sorted(
+            found["runs"][model], key=lambda r: (-r["info"]["config"]["n_grids"], -r["info"]["summary"]["mean"])
+        )
+        for r in runs:
+            name = r["info"]["config"]["method"]
             s, cfg = r["info"]["summary"], r["info"]["config"]
             n = len(r["arrays"]["scores"])
-            label = name if cfg["n_grids"] >= 500 else f"{name} ({n} maps)"
-            scores[label] = r["arrays"]["scores"]
             q25, q75 = np.quantile(r["arrays"]["scores"], [0.25, 0.75])
             print(
                 f"| {name} | {cfg['n_grids']} | {n} | {s['mean']:.3f} | {s['median']:.3f} | {q25:.3f}-{q75:.3f} "
@@ -70,13 +79,33 @@ def main() -> None:
             "| seconds |\n|---|---|---|---|---|---|---|---|---|"
         )
         rows = sorted(methods.items(), key=lambda kv: -kv[1]["info"]["summary"].get("least", {}).get("final", 0))
+        cell = lambda d, k: f"{d[k]:.3f}" if k in d else "-"  # noqa: E731
         for name, r in rows:
             s, cfg = r["info"]["summary"], r["info"]["config"]
             least, most = s.get("least", {}), s.get("most", {})
-            cell = lambda d, k: f"{d[k]:.3f}" if k in d else "-"  # noqa: E731
             print(
                 f"| {name} | {cfg['n_images']} | {cfg['steps']} | {cell(least, 'start')} | {cell(least, 'final')} "
                 f"| {cell(least, 'auc')} | {cell(most, 'final')} | {cell(most, 'auc')} | {r['info']['seconds']:.0f} |"
+            )
+        # methods run on fewer images use the first N test images: give `ours` on the same images
+        ours = methods.get("ours")
+        for n in sorted({r["info"]["config"]["n_images"] for r in methods.values()} - {ours and ours["size"]}):
+            if ours is None or n >= ours["info"]["config"]["n_images"]:
+                continue
+            a, fr = ours["arrays"], ours["arrays"]["fractions"]
+            sub = {
+                o: {
+                    "start": float(a[f"curves_{o}"][:n, 0].mean()),
+                    "final": float(a[f"curves_{o}"][:n, -1].mean()),
+                    "auc": float(np.trapezoid(a[f"curves_{o}"][:n].mean(0), fr) / fr[-1]),
+                }
+                for o in ("least", "most")
+                if f"curves_{o}" in a
+            }
+            least, most = sub.get("least", {}), sub.get("most", {})
+            print(
+                f"| ours, first {n} images | {n} | {ours['info']['config']['steps']} | {cell(least, 'start')} "
+                f"| {cell(least, 'final')} | {cell(least, 'auc')} | {cell(most, 'final')} | {cell(most, 'auc')} | - |"
             )
         for order in ("least", "most"):
             curves = {
