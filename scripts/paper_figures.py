@@ -26,7 +26,7 @@ def collect(root: Path) -> dict:
     for path in sorted(root.rglob("*.json")):
         info = json.loads(path.read_text())
         metric = info.get("metric")
-        if metric not in found or "config" not in info:
+        if not isinstance(metric, str) or metric not in found or "config" not in info:
             continue
         cfg = info["config"]
         model = Path(str(cfg.get("model", "model"))).stem
