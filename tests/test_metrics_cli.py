@@ -22,14 +22,14 @@ def blob_data(tmp_path):
     return path
 
 
-def test_evaluate_localisation_writes_results_and_figures(tmp_path, blob_data, monkeypatch):
+def test_evaluate_localisation_writes_results_and_figures(tmp_path, blob_data, monkeypatch, capsys):
     monkeypatch.setattr(evaluate_cli, "load_any_model", lambda spec, device: TemplateNet())
     out = tmp_path / "out"
-    code = main(
-        ["evaluate", "--model", "template", "--data", str(blob_data), "--metric", "localisation",
-         "--methods", "ours,grad,guided_backprop", "--grid", "2", "--n-grids", "4", "--out", str(out), "--quiet"]
-    )  # fmt: skip
+    args = ["evaluate", "--model", "template", "--data", str(blob_data), "--metric", "localisation",
+            "--methods", "ours,grad,guided_backprop", "--grid", "2", "--n-grids", "4", "--out", str(out), "--quiet"]  # fmt: skip
+    code = main(args)
     assert code == 0
+    assert "earlier results" not in capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["results"]["template"]["ours"]["mean"] == pytest.approx(1.0)
     assert "guided_backprop" not in summary["results"]["template"]  # refused for a net without ReLUs, skipped
@@ -37,6 +37,8 @@ def test_evaluate_localisation_writes_results_and_figures(tmp_path, blob_data, m
     saved = json.loads((out / "localisation_ours.json").read_text())
     assert saved["config"]["grid"] == 2 and saved["config"]["n_grids"] == 4 and saved["config"]["seed"] == 42
     assert list((out / "cache").glob("*.npz"))
+    assert main(args) == 0  # a second run into the same directory says that it replaces the results
+    assert "holds earlier results" in capsys.readouterr().err
 
 
 def test_evaluate_pixel_removal_with_saved_models_and_ablation(tmp_path, blob_data):

@@ -129,6 +129,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--orders must be least and/or most, got {args.orders!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "summary.json").exists():  # never replace earlier results without saying so
+        print(
+            f"note: {out} holds earlier results; summary.json, the figures and the result files of the same "
+            "metric, method and model are replaced (localisation resumes from its cache)",
+            file=sys.stderr,
+        )
     dataset = load_dataset(args.data)
     models = [(spec, load_any_model(spec, args.device)) for spec in args.model]
     summaries: dict = {}
