@@ -123,7 +123,7 @@ def _dynamic_factor(lin: Tensor, norm: Tensor, b: float) -> Tensor:
 def _max_out(units: Tensor, dim: int) -> Tensor:
     """Maximum over the MaxOut units in ``dim``.
 
-    ``max().values`` also computes the indices, which makes it ~5x slower than ``amax`` on a CPU,
+    ``max().values`` also computes the indices, which makes it ~10x slower than ``amax`` on a CPU,
     but its backward (a scatter through the indices) is much faster than ``amax``'s (a comparison
     mask and tie counting): use ``amax`` when no gradient will flow, ``max`` otherwise.
     """
