@@ -11,7 +11,8 @@
 #     IG 128 images, RISE and LIME 64 (CoDA; B-cos: occlusion-9 and IG);
 #   - localisation: 500 grids of 3x3 for ours/grad/ixg/gradcam; 3 grids (27 maps of 96x96) for occlusion-9,
 #     IG and RISE, whose cost per grid is ~2,000 (occlusion) forward passes of a 96x96 image.
-# Set OMP_NUM_THREADS=1 and run stages in parallel on a small CPU.
+# Set OMP_NUM_THREADS=1 and run stages in parallel on a small CPU. On a GPU, drop --steps, --n-images and --n-grids
+# (their defaults are the full protocol: 128 steps, 1,024 images, 500 grids).
 set -euo pipefail
 OUT=${1:-runs/paper_tables}
 shift || true
