@@ -8,7 +8,7 @@
 # Reduced for a 2-core CPU (the full protocol for the perturbation methods needs a GPU), as RESULTS.md says:
 #   - pixel removal: `ours` runs the full protocol (1,024 images, 128 steps, both orders); grad/ixg/gradcam
 #     1,024 images at 16 steps (the value after 25% removed is the same point of the curve); occlusion and
-#     IG 128 images, RISE and LIME 64 (CoDA; B-cos: occlusion-9 and IG);
+#     IG 128 images, RISE and LIME 64;
 #   - localisation: 500 grids of 3x3 for ours/grad/ixg/gradcam; 3 grids (27 maps of 96x96) for occlusion-9,
 #     IG and RISE, whose cost per grid is ~2,000 (occlusion) forward passes of a 96x96 image.
 # Set OMP_NUM_THREADS=1 and run stages in parallel on a small CPU. On a GPU, drop --steps, --n-images and --n-grids
@@ -28,14 +28,9 @@ for stage in $STAGES; do
       pr_ours) ev $model --metric pixel-removal --methods ours --out "$OUT/pr_ours_$m" ;;
       pr_fast) ev $model --metric pixel-removal --methods grad,ixg,gradcam --steps 16 --out "$OUT/pr_fast_$m" ;;
       pr_slow)
-        if [ $m = coda ]; then
-          ev $model --metric pixel-removal --methods occlusion9,occlusion5,intgrad --steps 16 --n-images 128 \
-            --out "$OUT/pr_slow_$m"
-          ev $model --metric pixel-removal --methods rise,lime --steps 16 --n-images 64 --out "$OUT/pr_rise_lime_$m"
-        else
-          ev $model --metric pixel-removal --methods occlusion9,intgrad --steps 16 --n-images 128 \
-            --out "$OUT/pr_slow_$m"
-        fi ;;
+        ev $model --metric pixel-removal --methods occlusion9,occlusion5,intgrad --steps 16 --n-images 128 \
+          --out "$OUT/pr_slow_$m"
+        ev $model --metric pixel-removal --methods rise,lime --steps 16 --n-images 64 --out "$OUT/pr_rise_lime_$m" ;;
       loc_slow) ev $model --metric localisation --n-grids 3 --methods ours,occlusion9,intgrad,rise --out "$OUT/loc_slow_$m" ;;
       *) echo "unknown stage $stage" >&2; exit 2 ;;
     esac
