@@ -50,17 +50,17 @@ def main() -> None:
     out = args.out or args.runs / "figures"
     out.mkdir(parents=True, exist_ok=True)
     found = collect(args.runs)
-    for model, methods in sorted(found["localisation"].items()):
+    for model in sorted(found["localisation"]):
         print(f"\n### localisation, {model}\n")
         print("| method | grids | maps | mean | median | q25-q75 | seconds |\n|---|---|---|---|---|---|---|")
-        scores = {}
-        for name, r in sorted(methods.items(), key=lambda kv: -kv[1]["info"]["summary"]["mean"]):
-            n = len(r["arrays"]["scores"])
-            scores[name if r["info"]["config"]["n_grids"] >= 500 else f"{name} ({n} maps)"] = r["arrays"]["scores"]
-        # every run, so that methods evaluated on a few grids can be read next to `ours` on the same grids
+        # every run, so that methods evaluated on a few grids are shown next to `ours` on the same grids
         runs = sorted(
             found["runs"][model], key=lambda r: (-r["info"]["config"]["n_grids"], -r["info"]["summary"]["mean"])
         )
+        scores = {}
+        for r in runs:
+            name, n = r["info"]["config"]["method"], len(r["arrays"]["scores"])
+            scores[name if r["info"]["config"]["n_grids"] >= 500 else f"{name} ({n} maps)"] = r["arrays"]["scores"]
         for r in runs:
             name = r["info"]["config"]["method"]
             s, cfg = r["info"]["summary"], r["info"]["config"]
