@@ -211,3 +211,17 @@ def test_plain_linear_pieces_without_add_inverse():
     x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
     e = alignnet.explain(net, x)
     assert e.inputs.shape == x.shape and e.completeness_error() < 1e-10
+
+
+def test_eval_mode_restores_every_flag_also_after_an_exception():
+    from alignnet.layers import eval_mode
+
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.Dropout(), torch.nn.Sequential(torch.nn.ReLU()))
+    model.train()
+    model[1].eval()  # mixed flags must come back exactly
+    before = [m.training for m in model.modules()]
+    with pytest.raises(RuntimeError, match="boom"):
+        with eval_mode(model):
+            assert not any(m.training for m in model.modules())
+            raise RuntimeError("boom")
+    assert [m.training for m in model.modules()] == before

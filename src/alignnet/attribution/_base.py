@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..explain.dynamic_linear import check_images
-from ..layers import AddInverse, DynamicLinear
+from ..layers import AddInverse, DynamicLinear, eval_mode
 
 __all__ = [
     "Attributor",
@@ -199,17 +199,12 @@ class Attributor:
         ``(N, C, H, W)`` attributions; their sum over channels is the per-pixel map.
         """
         images = _check_images(self.model, images)
-        training = {m: m.training for m in self.model.modules()}
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             t = self._resolve_targets(images, targets)
             out = [
                 self._attribute(images[i : i + self.batch_size], t[i : i + self.batch_size])
                 for i in range(0, images.shape[0], self.batch_size)
             ]
-        finally:
-            for m, mode in training.items():
-                m.training = mode
         result = torch.cat(out).detach().to(images.dtype)
         if result.shape != images.shape:
             raise RuntimeError(f"{self.name} returned shape {tuple(result.shape)} for images {tuple(images.shape)}")
@@ -219,10 +214,10 @@ class Attributor:
         """Per-pixel maps for several classes per image: ``(N, C, H, W), (N, K) -> (N, K, H, W)``.
 
         The default repeats each image K times through :meth:`attribute`. Methods whose work is
-        shared between classes implement ``_attribute_maps`` (perturbation methods evaluate every
-        perturbed copy once and read all K logits from it) or override this (``ours``).
+        shared between classes implement ``_attribute_maps`` (``ours``: one forward pass; the
+        perturbation methods evaluate every perturbed copy once and read all K logits from it).
         """
-        targets = torch.as_tensor(targets, device=images.device).long()
+        targets = _check_target_values(torch.as_tensor(targets, device=images.device))
         if targets.dim() != 2 or targets.shape[0] != images.shape[0]:
             raise ValueError(f"targets must have shape (N, K) with N={images.shape[0]}, got {tuple(targets.shape)}")
         n, k = targets.shape
@@ -230,23 +225,27 @@ class Attributor:
             maps = self.attribute(images.repeat_interleave(k, 0), targets.reshape(-1)).sum(1)
             return maps.view(n, k, *maps.shape[-2:])
         images = _check_images(self.model, images)
-        for t in targets.unique().tolist():
-            self._resolve_targets(images[:1], t)  # same target checks as attribute()
-        training = {m: m.training for m in self.model.modules()}
-        self.model.eval()
-        try:
-            out = [
-                self._attribute_maps(images[i : i + self.batch_size], targets[i : i + self.batch_size])
-                for i in range(0, n, self.batch_size)
-            ]
-        finally:
-            for m, mode in training.items():
-                m.training = mode
+        step = max(1, self.batch_size // k)  # at most batch_size maps per chunk
+        with eval_mode(self.model):
+            out = [self._attribute_maps(images[i : i + step], targets[i : i + step]) for i in range(0, n, step)]
         return torch.cat(out).detach().to(images.dtype)
 
     def _attribute_maps(self, images: Tensor, targets: Tensor) -> Tensor:
         """Optional: ``(n, C, H, W), (n, K) -> (n, K, H, W)`` for one chunk, sharing work between classes."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def _masked_logits(self, x: Tensor, masks: Tensor, targets: Tensor, forward_batch: int) -> Tensor:
+        """Logits of the ``(n, K)`` targets for each encoded image ``x`` ``(n, C, H, W)`` multiplied by each
+        mask ``(P, H, W)``: ``(n, P, K)``, with at most ``forward_batch`` masked copies per forward pass."""
+        n, k = targets.shape
+        per_pass = max(1, forward_batch // n)
+        out = []
+        for j in range(0, masks.shape[0], per_pass):
+            m = masks[j : j + per_pass]
+            logits = self.encoded((x[:, None] * m[None, :, None]).flatten(0, 1)).view(n, m.shape[0], -1)
+            out.append(logits.gather(2, targets[:, None, :].expand(n, m.shape[0], k)))
+        return torch.cat(out, 1)
 
     def _resolve_targets(self, images: Tensor, targets) -> Tensor:
         n = images.shape[0]
@@ -254,16 +253,11 @@ class Attributor:
             with torch.no_grad():
                 preds = [self.model(images[i : i + 256]).argmax(1) for i in range(0, n, 256)]
             return torch.cat(preds)
-        t = torch.as_tensor(targets, device=images.device)
-        if t.is_floating_point() or t.dtype == torch.bool:
-            raise TypeError(f"targets must be integers, got dtype {t.dtype}")
-        t = t.long()
+        t = _check_target_values(torch.as_tensor(targets, device=images.device))
         if t.dim() == 0:
             t = t.expand(n)
         if t.shape != (n,):
             raise ValueError(f"targets must be an int or have shape ({n},), got shape {tuple(t.shape)}")
-        if bool((t < 0).any()):
-            raise ValueError(f"targets must be non-negative class indices, got {t.min().item()}")
         return t
 
     def _attribute(self, images: Tensor, targets: Tensor) -> Tensor:
@@ -272,6 +266,16 @@ class Attributor:
     def _spread(self, pixel_map: Tensor, channels: int) -> Tensor:
         """``(N, H, W) -> (N, C, H, W)`` with each channel ``map / C`` (channel sum = the map)."""
         return (pixel_map / channels).unsqueeze(1).expand(-1, channels, -1, -1).contiguous()
+
+
+def _check_target_values(t: Tensor) -> Tensor:
+    """Integer, non-negative class indices as a long tensor (any shape)."""
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f"targets must be integers, got dtype {t.dtype}")
+    t = t.long()
+    if t.numel() and bool((t < 0).any()):
+        raise ValueError(f"targets must be non-negative class indices, got {t.min().item()}")
+    return t
 
 
 def _check_images(model: nn.Module, images: Tensor) -> Tensor:

@@ -302,19 +302,10 @@ class OcclusionAttributor(Attributor):
         # localisation grids). Same windows, zero-encoding baseline and averaging as captum's
         # (tests/test_attribution.py compares the two).
         x = self.encoded.encode(images)  # (n, C, H, W)
-        n, _, h, w = x.shape
-        k = targets.shape[1]
-        windows = self.window_masks(h, w, x.device, x.dtype)  # (P, H, W)
+        windows = self.window_masks(*x.shape[-2:], x.device, x.dtype)  # (P, H, W)
         base = self.encoded(x).gather(1, targets)  # (n, K)
-        total = x.new_zeros(n, k, h, w)
-        per_pass = max(1, self.forward_batch // n)
-        for j in range(0, windows.shape[0], per_pass):
-            m = windows[j : j + per_pass]
-            batch = (x[:, None] * (1 - m)[None, :, None]).flatten(0, 1)  # (n*p, C, H, W)
-            out = self.encoded(batch).view(n, m.shape[0], -1)
-            drop = base[:, None, :] - out.gather(2, targets[:, None, :].expand(n, m.shape[0], k))  # (n, p, K)
-            total += torch.einsum("npk,phw->nkhw", drop, m)
-        return total / windows.sum(0).clamp(min=1)
+        drop = base[:, None, :] - self._masked_logits(x, 1 - windows, targets, self.forward_batch)  # (n, P, K)
+        return torch.einsum("npk,phw->nkhw", drop, windows) / windows.sum(0).clamp(min=1)
 
 
 @register_attributor("occlusion5")

@@ -8,11 +8,10 @@ is exactly the dynamic-linear contribution map and, with the logit bias, sums to
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ..explain import explain
-from ._base import Attributor, _check_images, register_attributor
+from ._base import Attributor, register_attributor
 
 __all__ = ["OursAttributor"]
 
@@ -31,16 +30,6 @@ class OursAttributor(Attributor):
             return contributions
         return self.encoded.decode_attribution(contributions)
 
-    def attribute_maps(self, images: Tensor, targets: Tensor) -> Tensor:
-        """``(N, K, H, W)`` contribution maps for K classes per image from one forward pass
-        (batched gradients over the K classes, see :func:`alignnet.explain`)."""
-        images = _check_images(self.model, images)
-        targets = torch.as_tensor(targets, device=images.device).long()
-        if targets.dim() != 2 or targets.shape[0] != images.shape[0]:
-            raise ValueError(f"targets must have shape (N, K) with N={images.shape[0]}, got {tuple(targets.shape)}")
-        step = max(1, self.batch_size // targets.shape[1])
-        maps = [
-            explain(self.model, images[i : i + step], targets[i : i + step]).contributions
-            for i in range(0, images.shape[0], step)
-        ]
-        return torch.cat(maps).to(images.dtype)
+    def _attribute_maps(self, images: Tensor, targets: Tensor) -> Tensor:
+        """K classes per image from one forward pass (batched gradients, see :func:`alignnet.explain`)."""
+        return explain(self.model, images, targets).contributions

@@ -95,15 +95,8 @@ class RiseAttributor(Attributor):
     @torch.no_grad()
     def _attribute_maps(self, images: Tensor, targets: Tensor) -> Tensor:
         x = self.encoded.encode(images)  # (n, C, H, W)
-        n, _, h, w = x.shape
-        k = targets.shape[1]
-        masks = self.masks(h, w, x.device, x.dtype)  # (M, H, W)
-        per_pass = max(1, self.forward_batch // n)  # masks per forward pass (n images each)
-        scores = []
-        for j in range(0, self.n_masks, per_pass):
-            m = masks[j : j + per_pass]
-            batch = (x[:, None] * m[None, :, None]).flatten(0, 1)  # (n*p, C, H, W)
-            logits = self.encoded(batch).view(n, m.shape[0], -1)
-            s = logits.gather(2, targets.view(n, 1, k).expand(n, m.shape[0], k))  # (n, p, K): all K classes at once
-            scores.append(torch.sigmoid(s) if self.output == "probability" else s)
-        return torch.einsum("npk,phw->nkhw", torch.cat(scores, 1), masks) / (self.n_masks * self.p_keep)
+        masks = self.masks(*x.shape[-2:], x.device, x.dtype)  # (M, H, W)
+        scores = self._masked_logits(x, masks, targets, self.forward_batch)  # (n, M, K): all K classes at once
+        if self.output == "probability":
+            scores = torch.sigmoid(scores)
+        return torch.einsum("nmk,mhw->nkhw", scores, masks) / (self.n_masks * self.p_keep)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..explain import colour_explanation, explain
-from ..layers import DynamicLinear, explanation_mode
+from ..layers import DynamicLinear, eval_mode, explanation_mode
 from ._common import add_model_arguments, check_new_files, class_name, load_images, resolve_model
 
 __all__ = ["add_arguments", "layer_contributions", "parse_target", "run"]
@@ -86,18 +86,14 @@ def layer_contributions(model: nn.Module, image: Tensor, target: int) -> list[tu
         return hook
 
     hooks = [m.register_forward_pre_hook(keep(n)) for n, m in layers]
-    training = {m: m.training for m in model.modules()}
-    model.eval()
     try:
-        with torch.enable_grad(), explanation_mode(model):
+        with torch.enable_grad(), eval_mode(model), explanation_mode(model):
             x = image[None].detach().clone().requires_grad_(True)
             logits = model(x)
             logits[0, int(target)].backward()
     finally:
         for h in hooks:
             h.remove()
-        for m, mode in training.items():
-            m.training = mode
     out = []
     for name, _m in layers:
         a = captured.get(name)

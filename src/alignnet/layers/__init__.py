@@ -1,6 +1,6 @@
 """Dynamic-linear layers: B-cos, CoDA (DAU), uncentered norms, encoding, pooling, logit layer."""
 
-from ._mode import DynamicLinear, explanation_mode, non_detachable_modules
+from ._mode import DynamicLinear, eval_mode, explanation_mode, non_detachable_modules
 from .bcos import BcosConv2d, BcosLinear, patch_norms, v1_scale
 from .coda import DAUConv2d
 from .encoding import AddInverse, LogitLayer
@@ -19,6 +19,7 @@ __all__ = [
     "LayerNormUncentered",
     "LayerNormUncentered2d",
     "LogitLayer",
+    "eval_mode",
     "explanation_mode",
     "non_detachable_modules",
     "patch_norms",

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from torch import nn
 
-__all__ = ["DynamicLinear", "explanation_mode", "non_detachable_modules"]
+__all__ = ["DynamicLinear", "eval_mode", "explanation_mode", "non_detachable_modules"]
 
 
 class DynamicLinear(nn.Module):
@@ -98,3 +98,16 @@ def explanation_mode(model: nn.Module, warn: bool = True) -> Iterator[nn.Module]
     finally:
         for m, previous in reversed(saved):
             m.detach = previous
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the block with ``model`` in eval mode; every submodule's train/eval flag is put back on
+    exit, also when the block raises."""
+    saved = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in saved:
+            m.training = mode

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..attribution import Attributor, get_attributor
+from ..layers import eval_mode
 
 __all__ = ["model_device", "as_tensors", "model_hash", "predict", "resolve_method", "save_result", "config_key"]
 
@@ -58,13 +59,8 @@ def predict(
 ) -> Tensor:
     """Logits ``(N, K)`` of the model in eval mode (its training flags are restored)."""
     device = torch.device(device) if device is not None else model_device(model)
-    training = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with eval_mode(model):
         out = [model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
-    finally:
-        for m, mode in training.items():
-            m.training = mode
     return torch.cat(out)
 
 

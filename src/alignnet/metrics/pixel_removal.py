@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..attribution import Attributor, EncodedModel
+from ..layers import eval_mode
 from ._common import as_tensors, model_device, model_hash, resolve_method, save_result
 
 __all__ = ["PixelRemovalResult", "evaluate_pixel_removal", "removal_counts", "removal_curves"]
@@ -80,10 +81,8 @@ def removal_curves(
     rank = torch.empty_like(ranking)
     rank.scatter_(1, ranking, torch.arange(h * w, device=images.device).expand(n, -1))  # position of each pixel
     encoded_model = EncodedModel(model)
-    training = {m: m.training for m in model.modules()}
-    model.eval()
     probs = torch.empty(n, len(counts_np))
-    try:
+    with eval_mode(model):
         encoded = encoded_model.encode(images)  # (N, C', H, W)
         per_image = max(1, forward_batch // len(counts_np))
         for i in range(0, n, per_image):
@@ -95,9 +94,6 @@ def removal_curves(
                 logits = encoded_model(batch).view(len(x), len(c), -1)
                 p = torch.sigmoid(logits.gather(2, t.view(-1, 1, 1).expand(-1, len(c), 1))[..., 0].float())
                 probs[i : i + len(x), j : j + len(c)] = p.cpu()
-    finally:
-        for m, mode in training.items():
-            m.training = mode
     return counts_np / (h * w), probs.numpy()
 
 
