@@ -22,7 +22,8 @@ from alignnet.metrics import plots
 
 
 def collect(root: Path) -> dict:
-    found: dict = {"localisation": defaultdict(dict), "pixel-removal": defaultdict(dict), "runs": defaultdict(list)}
+    """``{"localisation": {model: [every run]}, "pixel-removal": {model: {method: the run with most images x steps}}}``."""
+    found: dict = {"localisation": defaultdict(list), "pixel-removal": defaultdict(dict)}
     for path in sorted(root.rglob("*.json")):
         info = json.loads(path.read_text())
         metric = info.get("metric")
@@ -30,15 +31,14 @@ def collect(root: Path) -> dict:
             continue
         cfg = info["config"]
         model = Path(str(cfg.get("model", "model"))).stem
-        arrays = dict(np.load(path.with_suffix(".npz")))
-        # a later run of the same model and method with more maps / steps wins
-        size = cfg.get("n_grids", 0) if metric == "localisation" else cfg.get("n_images", 0) * cfg.get("steps", 0)
-        entry = {"info": info, "arrays": arrays, "size": size, "path": path}
-        old = found[metric][model].get(cfg["method"])
-        if old is None or size > old["size"]:
-            found[metric][model][cfg["method"]] = entry
+        entry = {"info": info, "arrays": dict(np.load(path.with_suffix(".npz"))), "path": path}
         if metric == "localisation":
-            found["runs"][model].append(entry)
+            found[metric][model].append(entry)
+            continue
+        entry["size"] = cfg["n_images"] * cfg["steps"]
+        old = found[metric][model].get(cfg["method"])
+        if old is None or entry["size"] > old["size"]:
+            found[metric][model][cfg["method"]] = entry
     return found
 
 
@@ -55,7 +55,7 @@ def main() -> None:
         print("| method | grids | maps | mean | median | q25-q75 | seconds |\n|---|---|---|---|---|---|---|")
         # every run, so that methods evaluated on a few grids are shown next to `ours` on the same grids
         runs = sorted(
-            found["runs"][model], key=lambda r: (-r["info"]["config"]["n_grids"], -r["info"]["summary"]["mean"])
+            found["localisation"][model], key=lambda r: (-r["info"]["config"]["n_grids"], -r["info"]["summary"]["mean"])
         )
         scores = {}
         for r in runs:
