@@ -7,7 +7,7 @@ from torch import nn
 import alignnet
 from _attr_nets import TemplateNet, blob_images, tiny_bcos, tiny_coda
 from alignnet.attribution import EncodedModel, get_attributor, last_spatial_layer, list_attributors, rise_masks
-from alignnet.explain import explain
+from alignnet.explanation import explain
 
 # cheaper settings for the perturbation methods in the "runs everywhere" test
 FAST = {"lime": {"n_samples": 60}, "rise": {"n_masks": 64}, "intgrad": {"n_steps": 8}}

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import alignnet
-from alignnet.explain import colour_from_weights, plot_contribution_map, plot_explanation, save_rgba
+from alignnet.explanation import colour_from_weights, plot_contribution_map, plot_explanation, save_rgba
 from conftest import tiny_bcos
 
 

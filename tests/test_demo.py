@@ -72,7 +72,8 @@ def test_output_dir_policy(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "alignnet-demo" / "index.html").read_text() == "old"
 
 
-def test_report_links_only_existing_files(tmp_path):
+def test_report_links_only_existing_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths are relative to the working directory
     (tmp_path / "a.png").write_bytes(b"png")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b c.gif").write_bytes(b"gif")

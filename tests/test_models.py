@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import alignnet
-from alignnet.explain import expected_input_channels
+from alignnet.explanation import expected_input_channels
 from alignnet.layers import AddInverse, BatchNormUncentered2d, BcosConv2d, DAUConv2d, LogitLayer
 from alignnet.models import InputSpec, create_model, list_models, register_model
 from alignnet.models.cifar import B_ABLATION, ablation_overrides

@@ -5,7 +5,7 @@ Every model is an input-dependent linear map ``logits = W(x) x + b``; :func:`exp
 """
 
 from ._version import __version__
-from .explain import Explanation, colour_explanation, explain, plot_contribution_map
+from .explanation import Explanation, colour_explanation, explain, plot_contribution_map
 from .layers import explanation_mode
 from .models import create_model, list_models, load_model, save_model
 

@@ -142,7 +142,7 @@ def _explanation_grid(model: nn.Module, images: Tensor, path: Path, title: str) 
     """
     from matplotlib.figure import Figure
 
-    from .explain import colour_explanation, explain, plot_contribution_map
+    from .explanation import colour_explanation, explain, plot_contribution_map
 
     with torch.no_grad():
         top = model(images).topk(3, dim=1).indices

@@ -47,15 +47,17 @@ class Report:
     _blocks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.path = Path(self.path)
+        # absolute from the start: a relative report path and relative figure paths are both relative to
+        # the working directory, never to each other
+        self.path = Path(self.path).absolute()
 
     @property
     def root(self) -> Path:
         return self.path.parent
 
     def _relative(self, file: str | os.PathLike) -> str:
-        file = Path(file)
-        target = file if file.is_absolute() else self.root / file
+        # a relative path is relative to the working directory, like every other path a caller passes
+        target = Path(file).absolute()
         if not target.is_file():
             raise FileNotFoundError(f"the report would link {target}, which does not exist")
         try:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .commands._common import add_model_arguments, class_name, fit_to_model, model_input_size, resolve_model
-from .explain import colour_explanation, explain
+from .explanation import colour_explanation, explain
 
 __all__ = [
     "VideoExplanation",

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..explain.dynamic_linear import check_images
+from ..explanation.dynamic_linear import check_images
 from ..layers import AddInverse, DynamicLinear, eval_mode
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..explain import explain
+from ..explanation import explain
 from ._base import Attributor, register_attributor
 
 __all__ = ["OursAttributor"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..explain import colour_explanation, explain
+from ..explanation import colour_explanation, explain
 from ..layers import DynamicLinear, eval_mode, explanation_mode
 from ._common import add_model_arguments, check_new_files, class_name, load_images, resolve_model
 
@@ -108,7 +108,7 @@ def layer_contributions(model: nn.Module, image: Tensor, target: int) -> list[tu
 def _explanation_figure(model, image: Tensor, targets: list[int], title: str):
     from matplotlib.figure import Figure
 
-    from ..explain import plot_contribution_map
+    from ..explanation import plot_contribution_map
 
     e = explain(model, image[None].to(next(model.parameters()).device), torch.tensor([targets]))
     probs = torch.sigmoid(e.logits[0])
@@ -145,7 +145,7 @@ def _explanation_figure(model, image: Tensor, targets: list[int], title: str):
 def _layers_figure(model, image: Tensor, target: int, title: str):
     from matplotlib.figure import Figure
 
-    from ..explain import plot_contribution_map
+    from ..explanation import plot_contribution_map
 
     maps = layer_contributions(model, image.to(next(model.parameters()).device), target)
     cols = min(len(maps), 5)

@@ -1,0 +1,47 @@
+"""The CoDA training-budget experiment (issue: "the CoDA gap"): the shipped ``fmnist-coda`` preset
+(T=1000, width 0.25, all 60,000 images) trained for more epochs, with the weights exported after every
+few epochs so that accuracy and localisation can be measured along the way.
+
+Usage: python scripts/train_coda_long.py OUT [EPOCHS] [EVERY]
+Writes OUT/epoch_NN.safetensors every EVERY epochs (and the usual run layout of ``alignnet train``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import lightning as L
+
+from alignnet.train import apply_overrides, config_from_dict, load_preset, train
+from alignnet.train.runner import export_model
+
+
+class ExportEvery(L.Callback):
+    """Write the weights as ``epoch_NN.safetensors`` after every ``every`` epochs."""
+
+    def __init__(self, out: Path, every: int) -> None:
+        self.out, self.every = Path(out), every
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if trainer.is_global_zero and epoch % self.every == 0:
+            import copy
+
+            export_model(copy.deepcopy(pl_module.model).cpu().eval(), self.out / f"epoch_{epoch:02d}.safetensors")
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 15
+    every = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    data = apply_overrides(
+        load_preset("fmnist-coda"),
+        [f"trainer.epochs={epochs}", "trainer.num_threads=1", "trainer.progress_bar=false"],
+    )
+    result = train(config_from_dict(data), out, overwrite=True, callbacks=[ExportEvery(out, every)])
+    print(result.metrics, result.wall_time_s)
+
+
+if __name__ == "__main__":
+    main()
