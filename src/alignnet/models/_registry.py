@@ -23,7 +23,7 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model expects as input.
+    """What a model expects as input; :func:`alignnet.data.fit_to_model` prepares images from it.
 
     Attributes
     ----------
@@ -32,12 +32,44 @@ class InputSpec:
     channels:
         Image channels before encoding (3 for RGB in [0, 1]).
     encoding:
-        ``"add_inverse"``: the model itself turns ``x`` into ``[x, 1 - x]`` (REFERENCE.md section 2).
+        ``"add_inverse"``: the model itself turns ``x`` into ``[x, 1 - x]`` (docs/algorithms.md);
+        ``"none"``: the model takes the image as it is (its own normalisation, if any, is inside it).
+    resize:
+        The shorter side is resized to this before the centre crop to ``size`` (256 for the 224-pixel
+        ImageNet models, the papers' evaluation transform); ``None``: resized straight to ``size``.
+    style:
+        ``"rgb"``: photos as they are. ``"fashion_mnist"``: the model was trained on Fashion-MNIST
+        (grey items, light on a black background, 28 pixels padded to 32): images are made grey, a light
+        background is inverted and the item is fitted to ``size - 4`` and zero-padded by 2.
     """
 
     size: tuple[int, int]
     channels: int = 3
     encoding: str = "add_inverse"
+    resize: int | None = None
+    style: str = "rgb"
+
+    def __post_init__(self) -> None:
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"input size must be (H, W) with positive entries, got {self.size}")
+        if self.style not in ("rgb", "fashion_mnist"):
+            raise ValueError(f"input style must be 'rgb' or 'fashion_mnist', got {self.style!r}")
+        if self.encoding not in ("add_inverse", "none"):
+            raise ValueError(f"input encoding must be 'add_inverse' or 'none', got {self.encoding!r}")
+        object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+
+    def to_dict(self) -> dict:
+        return {
+            "size": list(self.size),
+            "channels": self.channels,
+            "encoding": self.encoding,
+            "resize": self.resize,
+            "style": self.style,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputSpec:
+        return cls(**{**data, "size": tuple(data["size"])})
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -99,9 +131,15 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return model
 
 
-def annotate(model: nn.Module, size: tuple[int, int], paper: str) -> nn.Module:
-    """Attach ``input_spec`` and ``paper`` to a freshly built model and return it."""
-    model.input_spec = InputSpec(size=tuple(size))
+def annotate(model: nn.Module, size: tuple[int, int], paper: str, **spec) -> nn.Module:
+    """Attach ``input_spec`` and ``paper`` to a freshly built model and return it.
+
+    ``spec``: further :class:`InputSpec` fields; 224-pixel models default to ``resize=256`` (the
+    ImageNet evaluation transform of the B-cos papers: shorter side to 256, centre crop 224).
+    """
+    if tuple(size) == (224, 224):
+        spec.setdefault("resize", 256)
+    model.input_spec = InputSpec(size=tuple(size), **spec)
     model.paper = paper
     return model
 
