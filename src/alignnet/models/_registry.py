@@ -99,28 +99,35 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     return _MODELS[name]
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, pretrained: bool | str = False, **kwargs) -> nn.Module:
     """Build a registered model.
 
     Parameters
     ----------
     name:
         A name from :func:`list_models`.
+    pretrained:
+        ``True``: the architecture's default pretrained weights (downloaded once and cached, see
+        :mod:`alignnet.pretrained`); a string: those weights by name (:func:`alignnet.list_pretrained`).
+        ``False`` (default): random weights.
     **kwargs:
         ``num_classes`` and architecture overrides of that model (e.g. ``b=1.5``, ``width=0.25``).
-        Unknown keywords raise ``ValueError`` listing the accepted ones.
+        Unknown keywords raise ``ValueError`` listing the accepted ones; with ``pretrained`` they
+        must agree with the weights.
 
     Returns
     -------
     nn.Module
         Takes ``(N, 3, H, W)`` images in [0, 1] and returns ``(N, num_classes)`` logits; it carries
-        ``input_spec``, ``paper``, ``model_name`` and ``model_args``.
+        ``input_spec``, ``paper``, ``model_name`` and ``model_args`` (and ``class_names`` when pretrained).
     """
     fn = model_entrypoint(name)
     params = inspect.signature(fn).parameters
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise ValueError(f"model {name!r} does not accept {unknown}; accepted arguments: {sorted(params)}")
+    if pretrained:
+        return _create_pretrained(name, pretrained, kwargs)
     try:
         json.dumps(kwargs)
     except TypeError as exc:
@@ -128,6 +135,23 @@ def create_model(name: str, **kwargs) -> nn.Module:
     model = fn(**kwargs)
     model.model_name = name
     model.model_args = dict(kwargs)
+    return model
+
+
+def _create_pretrained(name: str, pretrained: bool | str, kwargs: dict) -> nn.Module:
+    from ..pretrained import default_weights, get_weights, load_pretrained
+
+    entry = default_weights(name) if pretrained is True else get_weights(str(pretrained))
+    if entry.arch != name:
+        raise ValueError(f"the weights {entry.name!r} are for {entry.arch!r}, not {name!r}")
+    model = load_pretrained(entry.name)
+    defaults = inspect.signature(model_entrypoint(name)).parameters
+    differ = {k: v for k, v in kwargs.items() if model.model_args.get(k, defaults[k].default) != v}
+    if differ:
+        raise ValueError(
+            f"the weights {entry.name!r} were trained with {model.model_args}; the arguments {differ} do not fit "
+            "them (build with pretrained=False and load your own weights instead)"
+        )
     return model
 
 
@@ -146,7 +170,7 @@ def annotate(model: nn.Module, size: tuple[int, int], paper: str, **spec) -> nn.
 
 def _ensure_registered() -> None:
     """Import the architecture modules, whose decorators fill the registry."""
-    from . import cifar, densenet, resnet, vgg, vit  # noqa: F401
+    from . import cifar, convnext, densenet, resnet, vgg, vit  # noqa: F401
 
 
 # Reference strings carried by the models as ``model.paper``.

@@ -1,10 +1,14 @@
-"""B-cos Vision Transformers with a convolutional stem ("ViT-C", B-cos v2).
+"""Simple Vision Transformers of B-cos v2: B-cos and standard, with 16x16 patches or a conv stem ("ViT-C").
 
-A simple ViT (sin-cos position embedding, mean pooling over tokens) whose token embedding,
-attention output and MLP projections are B-cos linear layers, with bias-free layer norms and
-no activations; a stem of stride-2 B-cos convolutions replaces the patch embedding.
+A simple ViT (Beyer et al. 2022: sin-cos position embedding, mean pooling over tokens). In the B-cos
+models the token embedding, attention output and MLP projections are B-cos linear layers, with bias-free
+layer norms and no activations; in the ViT-C models a stem of 3x3 convolutions (stride 2 where the width
+grows; Xiao et al. 2021) replaces most of the 16x16 patch embedding, and the transformer is one block
+shallower. The standard (non-B-cos) models of the same release use the same code with ``nn.Linear``,
+``nn.Conv2d``, ``nn.LayerNorm``, one-group ``nn.GroupNorm`` and GELU, take plain RGB normalised with the
+ImageNet mean and standard deviation (done inside the model by :class:`Normalize`), and have no logit layer.
 
-Dynamic linearity (REFERENCE.md section 1):
+Dynamic linearity of the B-cos models (docs/algorithms.md):
 
 * attention ``softmax(q k^T / sqrt(d)) v`` is linear in ``v`` once the attention matrix is
   fixed, so :class:`Attention` is a :class:`~alignnet.layers.DynamicLinear` that detaches ``q``
@@ -21,6 +25,7 @@ Dynamic linearity (REFERENCE.md section 1):
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +38,40 @@ from ._registry import PAPER_BCOS_V2, annotate, register_model
 __all__ = [
     "LayerNormNoBias",
     "LayerNormNoBias2d",
+    "Normalize",
     "PositionEmbedding2d",
     "Attention",
     "VisionTransformer",
     "bcos_vitc_ti",
     "bcos_vitc_s",
+    "bcos_vitc_b",
+    "bcos_vitc_l",
+    "bcos_simple_vit_ti",
+    "bcos_simple_vit_s",
+    "bcos_simple_vit_b",
+    "bcos_simple_vit_l",
+    "vitc_ti",
+    "vitc_s",
+    "vitc_b",
+    "vitc_l",
+    "simple_vit_ti",
+    "simple_vit_s",
+    "simple_vit_b",
+    "simple_vit_l",
 ]
+
+# (token width, encoder blocks of the 16x16-patch model, heads); the MLP is 4x the width. ViT-C has one
+# block fewer (the stem stands in for it, as in "Early convolutions help transformers see better").
+SIZES = {"ti": (192, 12, 3), "s": (384, 12, 6), "b": (768, 12, 12), "l": (1024, 14, 16)}
+# output channels of the ViT-C stems' 3x3 convolutions
+STEMS = {
+    "ti": (24, 48, 96, 192),
+    "s": (48, 96, 192, 384),
+    "b": (64, 128, 128, 256, 256, 512),
+    "l": (64, 128, 128, 256, 256, 512),
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class LayerNormNoBias(DynamicLinear):
@@ -77,6 +110,26 @@ class LayerNormNoBias2d(DynamicLinear):
         return f"{self.num_features}, eps={self.eps}"
 
 
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel of ``(N, C, H, W)`` images (the standard models' input normalisation).
+
+    The constants are buffers that are not saved in state dicts (checkpoints never carry them).
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean)[None, :, None, None], persistent=False)
+        self.register_buffer("std", torch.tensor(std)[None, :, None, None], persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
+            raise ValueError(f"Normalize expects (N, {self.mean.shape[1]}, H, W), got {tuple(x.shape)}")
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"mean={tuple(self.mean.flatten().tolist())}, std={tuple(self.std.flatten().tolist())}"
+
+
 def sincos_embedding_2d(h: int, w: int, dim: int, temperature: float = 10000.0, device=None, dtype=None) -> Tensor:
     """Fixed 2D sin-cos position embedding ``(h*w, dim)`` (``dim`` divisible by 4), row-major tokens."""
     if dim % 4 or dim < 8:
@@ -110,8 +163,8 @@ class PositionEmbedding2d(DynamicLinear):
 class Attention(DynamicLinear):
     """Multi-head self-attention on pre-normed tokens ``(N, T, D) -> (N, T, D)``.
 
-    ``to_qkv`` is bias-free and linear; ``to_out`` is a B-cos linear layer. In explanation mode
-    ``q`` and ``k`` (hence the attention matrix) are detached.
+    ``to_qkv`` is bias-free and linear; ``to_out`` is a bias-free ``linear_layer`` (B-cos in the B-cos
+    models). In explanation mode ``q`` and ``k`` (hence the attention matrix) are detached.
     """
 
     def __init__(self, dim: int, heads: int, norm_layer, linear_layer) -> None:
@@ -121,7 +174,7 @@ class Attention(DynamicLinear):
         self.heads, self.scale = heads, (dim // heads) ** -0.5
         self.norm = norm_layer(dim)
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.to_out = linear_layer(dim, dim)
+        self.to_out = linear_layer(dim, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         n, t, d = x.shape
@@ -135,10 +188,15 @@ class Attention(DynamicLinear):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int, norm_layer, linear_layer) -> None:
+    def __init__(self, dim: int, hidden: int, norm_layer, linear_layer, act_layer) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            OrderedDict(norm=norm_layer(dim), linear1=linear_layer(dim, hidden), linear2=linear_layer(hidden, dim))
+            OrderedDict(
+                norm=norm_layer(dim),
+                linear1=linear_layer(dim, hidden),
+                act=act_layer(),
+                linear2=linear_layer(hidden, dim),
+            )
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -146,34 +204,55 @@ class FeedForward(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_dim: int, norm_layer, linear_layer) -> None:
+    def __init__(self, dim: int, heads: int, mlp_dim: int, norm_layer, linear_layer, act_layer) -> None:
         super().__init__()
         self.attn = Attention(dim, heads, norm_layer, linear_layer)
-        self.ff = FeedForward(dim, mlp_dim, norm_layer, linear_layer)
+        self.ff = FeedForward(dim, mlp_dim, norm_layer, linear_layer, act_layer)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.attn(x) + x
         return self.ff(x) + x
 
 
-class _ToTokens(nn.Module):
-    """``(N, C, H, W) -> (N, H, W, C)`` (patch size 1 after the stem)."""
+class _ToPatches(nn.Module):
+    """``(N, C, H, W) -> (N, H/p, W/p, p*p*C)``: non-overlapping ``p x p`` patches, flattened row, column, channel."""
+
+    def __init__(self, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
 
     def forward(self, x: Tensor) -> Tensor:
-        return x.permute(0, 2, 3, 1)
+        n, c, h, w = x.shape
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(f"image height and width must be multiples of the patch size {p}, got {h}x{w}")
+        x = x.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
+        return x.reshape(n, h // p, w // p, p * p * c)
+
+    def extra_repr(self) -> str:
+        return f"patch_size={self.patch_size}"
 
 
 class VisionTransformer(nn.Module):
-    """B-cos ViT-C: ``(N, 3, H, W)`` in [0, 1] -> ``(N, num_classes)``; ``H, W`` multiples of 16.
+    """Simple ViT: ``(N, 3, H, W)`` in [0, 1] -> ``(N, num_classes)``; ``H, W`` multiples of 16.
 
     Parameters
     ----------
     dim, depth, heads, mlp_dim:
         Token width, encoder blocks, attention heads, MLP hidden width.
     stem:
-        Output channels of the 3x3 stem convolutions (stride 2 where the width grows).
-    norm_layer, norm2d_layer, linear_layer, conv_layer:
-        Layer types of the tokens' norms, the stem's norms, the linear maps and the stem convs.
+        Output channels of the 3x3 stem convolutions (stride 2 where the width grows; ViT-C), or
+        ``None`` for a plain patch embedding.
+    patch_size:
+        Side of the square patches embedded as tokens (after the stem, if any).
+    logit_layer:
+        The final :class:`~alignnet.layers.LogitLayer`, or ``None`` (standard models).
+    encode:
+        The model's first step on the ``(N, 3, H, W)`` image: :class:`~alignnet.layers.AddInverse`
+        (B-cos, 6 channels follow) or :class:`Normalize` (standard, 3 channels).
+    norm_layer, norm2d_layer, linear_layer, conv_layer, act_layer:
+        Layer types of the tokens' norms, the stem's norms, the linear maps (called with
+        ``bias=False`` for the attention output), the stem convs and the activations.
     """
 
     def __init__(
@@ -183,38 +262,58 @@ class VisionTransformer(nn.Module):
         depth: int,
         heads: int,
         mlp_dim: int,
-        stem: list[int],
-        logit_layer: nn.Module,
-        norm_layer=LayerNormNoBias,
-        norm2d_layer=LayerNormNoBias2d,
-        linear_layer=BcosLinear,
-        conv_layer=BcosConv2d,
+        stem: tuple[int, ...] | None,
+        logit_layer: nn.Module | None,
+        patch_size: int = 1,
+        encode: nn.Module | None = None,
+        norm_layer: Callable[[int], nn.Module] = LayerNormNoBias,
+        norm2d_layer: Callable[[int], nn.Module] = LayerNormNoBias2d,
+        linear_layer: Callable[..., nn.Module] | None = None,
+        conv_layer: Callable[..., nn.Module] = BcosConv2d,
+        act_layer: Callable[[], nn.Module] = nn.Identity,
         attribute_position_embedding: bool = True,
     ) -> None:
         super().__init__()
-        self.encode = AddInverse()
-        conv_stem, c_in = [], 6
-        for c_out in stem:
-            conv_stem += [
-                conv_layer(c_in, c_out, 3, stride=2 if c_out > c_in else 1, padding=1),
-                norm2d_layer(c_out),
-                nn.Identity(),  # activation slot of the bcos layout (B-cos needs none)
-            ]
-            c_in = c_out
-        self.to_patch_embedding = nn.Sequential(
-            OrderedDict(conv_stem=nn.Sequential(*conv_stem), rearrange=_ToTokens(), linear=linear_layer(c_in, dim))
-        )
+        self.encode = AddInverse() if encode is None else encode
+        linear_layer = _bcos_linear(2.0) if linear_layer is None else linear_layer
+        c_in = 6 if isinstance(self.encode, AddInverse) else 3
+        embedding = OrderedDict()
+        if stem:
+            conv_stem = []
+            for c_out in stem:
+                conv_stem += [
+                    conv_layer(c_in, c_out, 3, stride=2 if c_out > c_in else 1, padding=1),
+                    norm2d_layer(c_out),
+                    act_layer(),  # nn.Identity in the B-cos models
+                ]
+                c_in = c_out
+            embedding["conv_stem"] = nn.Sequential(*conv_stem)
+        embedding["rearrange"] = _ToPatches(patch_size)
+        embedding["linear"] = linear_layer(c_in * patch_size * patch_size, dim)
+        self.to_patch_embedding = nn.Sequential(embedding)
         self.positional_embedding = PositionEmbedding2d(attribute_position_embedding)
         self.transformer = nn.Sequential(
-            OrderedDict((f"encoder_{i}", Encoder(dim, heads, mlp_dim, norm_layer, linear_layer)) for i in range(depth))
+            OrderedDict(
+                (f"encoder_{i}", Encoder(dim, heads, mlp_dim, norm_layer, linear_layer, act_layer))
+                for i in range(depth)
+            )
         )
         self.linear_head = nn.Sequential(OrderedDict(norm=norm_layer(dim), linear=linear_layer(dim, num_classes)))
         self.logit_layer = logit_layer
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.positional_embedding(self.to_patch_embedding(self.encode(x)))
-        x = self.transformer(x).mean(dim=1)
-        return self.logit_layer(self.linear_head(x))
+        x = self.linear_head(self.transformer(x).mean(dim=1))
+        return x if self.logit_layer is None else self.logit_layer(x)
+
+
+def _bcos_linear(b: float) -> Callable[..., BcosLinear]:
+    """B-cos linear layers as a ``linear_layer``: the ``bias`` argument is accepted and ignored (never a bias)."""
+
+    def linear(in_features: int, out_features: int, bias: bool = False) -> BcosLinear:
+        return BcosLinear(in_features, out_features, b=b)
+
+    return linear
 
 
 _NORMS = {
@@ -223,14 +322,12 @@ _NORMS = {
 }
 
 
-def _vitc(num_classes, b, logit_bias, learn_logit_bias, norm, dim, heads, stem) -> VisionTransformer:
+def _bcos_vit(size, conv_stem, num_classes, b, logit_bias, learn_logit_bias, norm) -> VisionTransformer:
     num_classes = check_num_classes(num_classes)
     if norm not in _NORMS:
         raise ValueError(f"norm must be one of {sorted(_NORMS)}, got {norm!r}")
     norm_layer, norm2d_layer = _NORMS[norm]
-
-    def linear(i, o):
-        return BcosLinear(i, o, b=b)
+    dim, depth, heads = SIZES[size]
 
     def conv(i, o, k, stride=1, padding=0):
         return BcosConv2d(i, o, k, stride=stride, padding=padding, b=b)
@@ -238,19 +335,48 @@ def _vitc(num_classes, b, logit_bias, learn_logit_bias, norm, dim, heads, stem) 
     model = VisionTransformer(
         num_classes,
         dim=dim,
-        depth=11,  # 12 minus one for the conv stem, as in "Early convolutions help transformers see better"
+        depth=depth - 1 if conv_stem else depth,
         heads=heads,
         mlp_dim=4 * dim,
-        stem=stem,
+        stem=STEMS[size] if conv_stem else None,
+        patch_size=1 if conv_stem else 16,
         logit_layer=v2_logit_layer(num_classes, logit_bias, learn_bias=learn_logit_bias),
         norm_layer=norm_layer,
         norm2d_layer=norm2d_layer,
-        linear_layer=linear,
+        linear_layer=_bcos_linear(b),
         conv_layer=conv,
     )
     return annotate(model, (224, 224), PAPER_BCOS_V2)
 
 
+def _group_norm_1(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(1, channels)  # layer norm over (C, H, W), with bias
+
+
+def _standard_vit(size, conv_stem, num_classes) -> VisionTransformer:
+    num_classes = check_num_classes(num_classes)
+    dim, depth, heads = SIZES[size]
+    model = VisionTransformer(
+        num_classes,
+        dim=dim,
+        depth=depth - 1 if conv_stem else depth,
+        heads=heads,
+        mlp_dim=4 * dim,
+        stem=STEMS[size] if conv_stem else None,
+        patch_size=1 if conv_stem else 16,
+        logit_layer=None,
+        encode=Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        norm_layer=nn.LayerNorm,
+        norm2d_layer=_group_norm_1,
+        linear_layer=nn.Linear,
+        conv_layer=nn.Conv2d,
+        act_layer=nn.GELU,
+        attribute_position_embedding=False,
+    )
+    return annotate(model, (224, 224), PAPER_BCOS_V2, encoding="none")
+
+
+# ---------------------------------------------------------------------------------- B-cos ViT-C
 @register_model
 def bcos_vitc_ti(
     num_classes: int = 1000,
@@ -263,7 +389,7 @@ def bcos_vitc_ti(
 
     ``norm="centered"`` (bias-free layer norms, as the published ``bcos`` weights) or ``"uncentered"``.
     """
-    return _vitc(num_classes, b, logit_bias, learn_logit_bias, norm, dim=192, heads=3, stem=[24, 48, 96, 192])
+    return _bcos_vit("ti", True, num_classes, b, logit_bias, learn_logit_bias, norm)
 
 
 @register_model
@@ -275,4 +401,126 @@ def bcos_vitc_s(
     norm: str = "centered",
 ) -> VisionTransformer:
     """B-cos ViT-C small: stem 48-96-192-384, 11 blocks of width 384, 6 heads (20.88M parameters)."""
-    return _vitc(num_classes, b, logit_bias, learn_logit_bias, norm, dim=384, heads=6, stem=[48, 96, 192, 384])
+    return _bcos_vit("s", True, num_classes, b, logit_bias, learn_logit_bias, norm)
+
+
+@register_model
+def bcos_vitc_b(
+    num_classes: int = 1000,
+    b: float = 2.0,
+    logit_bias: float | None = None,
+    learn_logit_bias: bool = False,
+    norm: str = "centered",
+) -> VisionTransformer:
+    """B-cos ViT-C base: stem 64-128-128-256-256-512, 11 blocks of width 768, 12 heads (81.33M parameters)."""
+    return _bcos_vit("b", True, num_classes, b, logit_bias, learn_logit_bias, norm)
+
+
+@register_model
+def bcos_vitc_l(
+    num_classes: int = 1000,
+    b: float = 2.0,
+    logit_bias: float | None = None,
+    learn_logit_bias: bool = False,
+    norm: str = "centered",
+) -> VisionTransformer:
+    """B-cos ViT-C large: stem 64-128-128-256-256-512, 13 blocks of width 1024, 16 heads (167.44M parameters)."""
+    return _bcos_vit("l", True, num_classes, b, logit_bias, learn_logit_bias, norm)
+
+
+# ------------------------------------------------------------------------- B-cos simple ViT
+@register_model
+def bcos_simple_vit_ti(
+    num_classes: int = 1000,
+    b: float = 2.0,
+    logit_bias: float | None = None,
+    learn_logit_bias: bool = False,
+    norm: str = "centered",
+) -> VisionTransformer:
+    """B-cos simple ViT-Ti/16: 12 blocks of width 192, 3 heads (5.80M parameters)."""
+    return _bcos_vit("ti", False, num_classes, b, logit_bias, learn_logit_bias, norm)
+
+
+@register_model
+def bcos_simple_vit_s(
+    num_classes: int = 1000,
+    b: float = 2.0,
+    logit_bias: float | None = None,
+    learn_logit_bias: bool = False,
+    norm: str = "centered",
+) -> VisionTransformer:
+    """B-cos simple ViT-S/16: 12 blocks of width 384, 6 heads (22.22M parameters)."""
+    return _bcos_vit("s", False, num_classes, b, logit_bias, learn_logit_bias, norm)
+
+
+@register_model
+def bcos_simple_vit_b(
+    num_classes: int = 1000,
+    b: float = 2.0,
+    logit_bias: float | None = None,
+    learn_logit_bias: bool = False,
+    norm: str = "centered",
+) -> VisionTransformer:
+    """B-cos simple ViT-B/16: 12 blocks of width 768, 12 heads (86.90M parameters)."""
+    return _bcos_vit("b", False, num_classes, b, logit_bias, learn_logit_bias, norm)
+
+
+@register_model
+def bcos_simple_vit_l(
+    num_classes: int = 1000,
+    b: float = 2.0,
+    logit_bias: float | None = None,
+    learn_logit_bias: bool = False,
+    norm: str = "centered",
+) -> VisionTransformer:
+    """B-cos simple ViT-L/16: 14 blocks of width 1024, 16 heads (178.79M parameters)."""
+    return _bcos_vit("l", False, num_classes, b, logit_bias, learn_logit_bias, norm)
+
+
+# ----------------------------------------------------------- standard (non-B-cos) baselines
+@register_model
+def vitc_ti(num_classes: int = 1000) -> VisionTransformer:
+    """Standard ViT-C tiny (not B-cos; normalises RGB inside; 5.33M parameters)."""
+    return _standard_vit("ti", True, num_classes)
+
+
+@register_model
+def vitc_s(num_classes: int = 1000) -> VisionTransformer:
+    """Standard ViT-C small (not B-cos; normalises RGB inside; 20.91M parameters)."""
+    return _standard_vit("s", True, num_classes)
+
+
+@register_model
+def vitc_b(num_classes: int = 1000) -> VisionTransformer:
+    """Standard ViT-C base (not B-cos; normalises RGB inside; 81.39M parameters)."""
+    return _standard_vit("b", True, num_classes)
+
+
+@register_model
+def vitc_l(num_classes: int = 1000) -> VisionTransformer:
+    """Standard ViT-C large (not B-cos; normalises RGB inside; 167.54M parameters)."""
+    return _standard_vit("l", True, num_classes)
+
+
+@register_model
+def simple_vit_ti(num_classes: int = 1000) -> VisionTransformer:
+    """Standard simple ViT-Ti/16 (not B-cos; normalises RGB inside; 5.67M parameters)."""
+    return _standard_vit("ti", False, num_classes)
+
+
+@register_model
+def simple_vit_s(num_classes: int = 1000) -> VisionTransformer:
+    """Standard simple ViT-S/16 (not B-cos; normalises RGB inside; 21.96M parameters)."""
+    return _standard_vit("s", False, num_classes)
+
+
+@register_model
+def simple_vit_b(num_classes: int = 1000) -> VisionTransformer:
+    """Standard simple ViT-B/16 (not B-cos; normalises RGB inside; 86.38M parameters)."""
+    return _standard_vit("b", False, num_classes)
+
+
+@register_model
+def simple_vit_l(num_classes: int = 1000) -> VisionTransformer:
+    """Standard simple ViT-L/16 (not B-cos; normalises RGB inside; 178.10M parameters)."""
+    return _standard_vit("l", False, num_classes)
