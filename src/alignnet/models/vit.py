@@ -113,21 +113,25 @@ class LayerNormNoBias2d(DynamicLinear):
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel of ``(N, C, H, W)`` images (the standard models' input normalisation).
 
-    The constants are buffers that are not saved in state dicts (checkpoints never carry them).
+    The constants are plain numbers, made tensors of the input's dtype on each call (exact in float64;
+    nothing in the state dict, as in the checkpoints).
     """
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean)[None, :, None, None], persistent=False)
-        self.register_buffer("std", torch.tensor(std)[None, :, None, None], persistent=False)
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
-            raise ValueError(f"Normalize expects (N, {self.mean.shape[1]}, H, W), got {tuple(x.shape)}")
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        if x.dim() != 4 or x.shape[1] != len(self.mean):
+            raise ValueError(f"Normalize expects (N, {len(self.mean)}, H, W), got {tuple(x.shape)}")
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)[None, :, None, None]
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device)[None, :, None, None]
+        return (x - mean) / std
 
     def extra_repr(self) -> str:
-        return f"mean={tuple(self.mean.flatten().tolist())}, std={tuple(self.std.flatten().tolist())}"
+        return f"mean={self.mean}, std={self.std}"
 
 
 def sincos_embedding_2d(h: int, w: int, dim: int, temperature: float = 10000.0, device=None, dtype=None) -> Tensor:
