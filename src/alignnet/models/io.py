@@ -19,6 +19,7 @@ from ._registry import create_model
 __all__ = ["save_model", "load_model", "load_weights"]
 
 _NAME, _ARGS, _VERSION = "alignnet.model", "alignnet.args", "alignnet.version"
+_CLASSES, _SPEC = "alignnet.class_names", "alignnet.input_spec"
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, overwrite: bool = True) -> Path:
@@ -37,11 +38,23 @@ def save_model(model: nn.Module, path: str | os.PathLike, overwrite: bool = True
             "save_model needs a model built by alignnet.create_model (it has no model_name/model_args); "
             "for other modules use safetensors.torch.save_file(model.state_dict(), path)"
         )
+    if name == "bcosified" and not isinstance(args.get("source"), dict):
+        raise ValueError(
+            "this B-cosified model does not know its source architecture (not a torchvision builder or an "
+            "alignnet model), so load_model could not rebuild it; save its state dict with safetensors instead"
+        )
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {_NAME: name, _ARGS: json.dumps(args, sort_keys=True), _VERSION: __version__, "format": "pt"}
+    # what a user of the file needs besides the weights: class names and how to prepare images
+    names = getattr(model, "class_names", None)
+    if isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names):
+        metadata[_CLASSES] = json.dumps(list(names))
+    spec = getattr(model, "input_spec", None)
+    if hasattr(spec, "to_dict"):
+        metadata[_SPEC] = json.dumps(spec.to_dict())
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=metadata)
     return path
@@ -106,6 +119,25 @@ def load_model(path: str | os.PathLike) -> nn.Module:
         raise ValueError(f"{path}: the metadata {_ARGS!r} is not valid JSON: {exc}") from None
     if not isinstance(args, dict):
         raise ValueError(f"{path}: the metadata {_ARGS!r} must be a JSON object, got {type(args).__name__}")
-    model = create_model(metadata[_NAME], **args)
+    if metadata[_NAME] == "bcosified":  # alignnet.bcosify's output: rebuilt from its recorded recipe
+        from ..bcosification import from_recipe
+
+        model = from_recipe(args)
+    else:
+        model = create_model(metadata[_NAME], **args)
     load_weights(model, state, source=str(path))
+    _restore_extras(model, metadata, path)
     return model.eval()
+
+
+def _restore_extras(model: nn.Module, metadata: dict[str, str], path: Path) -> None:
+    """``class_names`` and ``input_spec`` saved by :func:`save_model` (files of older versions lack them)."""
+    from ._registry import InputSpec
+
+    try:
+        if _CLASSES in metadata:
+            model.class_names = tuple(json.loads(metadata[_CLASSES]))
+        if _SPEC in metadata:
+            model.input_spec = InputSpec.from_dict(json.loads(metadata[_SPEC]))
+    except (json.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: unreadable class names or input spec in the metadata: {exc}") from None

@@ -2,7 +2,8 @@
 
 Presets are YAML files in ``alignnet/configs/`` named after the paper experiments
 (``bcos-cifar10-9l``, ``coda-cifar10-9l-sq``, ``imagenet-bcos-resnet50``) and our Fashion-MNIST
-runs (``fmnist-bcos``, ``fmnist-coda``, ``fmnist-cnn``). Every value can be overridden with
+runs (``fmnist-bcos``, ``fmnist-coda``, ``fmnist-cnn``) and the B-cosification fine-tuning runs
+(``bcosify-fmnist``, ``bcosify-imagenet-resnet50``). Every value can be overridden with
 ``--set section.key=value`` (the value is parsed as YAML: ``1e-3``, ``true``, ``[1, 2]``, ``null``).
 """
 
@@ -45,6 +46,10 @@ class ModelConfig:
     # B-cos v1 B ablation: take each layer's scale and the logit temperature for args["b"]
     # from the paper's table (REFERENCE.md section 6) instead of the layer defaults
     paper_ablation: bool = False
+    # B-cosification (REFERENCE.md section 14): keyword arguments of alignnet.bcosify (b, keep_activation,
+    # b_warmup_epochs, mean, std, ...); the model named above (a baseline, a registry name or
+    # "torchvision:<builder>") is built, initialised from TrainConfig.init_from, then B-cosified
+    bcosify: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,10 @@ class TrainerConfig:
     limit_val_batches: float | int = 1.0
     progress_bar: bool = True
     num_threads: int | None = None  # torch CPU threads (None: torch's default); 1 is fastest on a busy CPU
+    # adaptive gradient clipping (NFNets; B-cos v2 and B-cosification, REFERENCE.md section 15): a gradient
+    # row whose norm exceeds agc_clip_factor * max(weight row norm, agc_eps) is scaled down to it; null: off
+    agc_clip_factor: float | None = None
+    agc_eps: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,10 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # initial weights of a fresh run (ignored when resuming): a .safetensors file (of the model named in
+    # model.name, or of the B-cosified model), a torchvision weights name of a "torchvision:<builder>" model
+    # (IMAGENET1K_V2, DEFAULT), or a pretrained-weights name (alignnet.load_pretrained)
+    init_from: str | None = None
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
@@ -224,6 +237,11 @@ def _validate(c: TrainConfig) -> None:
         (c.trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1"),
         (c.trainer.ema_decay is None or 0 < c.trainer.ema_decay < 1, "trainer.ema_decay must be in (0, 1) or null"),
         (c.scheduler.warmup_epochs >= 0, "scheduler.warmup_epochs must be >= 0"),
+        (
+            c.trainer.agc_clip_factor is None or c.trainer.agc_clip_factor > 0,
+            "trainer.agc_clip_factor must be > 0 or null",
+        ),
+        (c.trainer.agc_eps > 0, "trainer.agc_eps must be > 0"),
     ]
     for ok, message in checks:
         if not ok:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -17,11 +18,18 @@ from torch import Tensor, nn
 
 from .config import ModelConfig, OptimizerConfig, SchedulerConfig
 
-__all__ = ["ClassifierModule", "LRSchedule", "bce_one_hot", "build_model"]
+__all__ = ["ClassifierModule", "LRSchedule", "bce_one_hot", "build_model", "load_initial_weights"]
+
+_TORCHVISION = "torchvision:"
 
 
-def build_model(config: ModelConfig) -> nn.Module:
-    """A registered model (or a baseline of :mod:`alignnet.train.baselines`) from its config."""
+def build_model(config: ModelConfig, init_from: str | None = None) -> nn.Module:
+    """A registered model, a baseline of :mod:`alignnet.train.baselines` or ``torchvision:<builder>``
+    from its config; B-cosified when ``config.bcosify`` is set.
+
+    ``init_from`` (see :func:`load_initial_weights`) initialises the source model before the
+    B-cosification, or the B-cosified model when it names a saved B-cosified model.
+    """
     from .baselines import BASELINES
 
     args = dict(config.args)
@@ -29,11 +37,79 @@ def build_model(config: ModelConfig) -> nn.Module:
         from ..models.cifar import ablation_overrides
 
         args = {**args, **ablation_overrides(args.get("b", 2.0))}
-    if config.name in BASELINES:
-        return BASELINES[config.name](num_classes=config.num_classes, **args)
-    from ..models import create_model
+    num_classes = config.num_classes
+    if config.name.startswith(_TORCHVISION):
+        import torchvision
 
-    return create_model(config.name, num_classes=config.num_classes, **args)
+        arch = config.name[len(_TORCHVISION) :]
+        if init_from is not None and not _is_file(init_from) and config.bcosify is not None:
+            weights = torchvision.models.get_model_weights(arch)[init_from.split(".")[-1]]
+            num_classes = len(weights.meta["categories"])  # bcosify replaces the head if it differs
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **args)
+        model.model_name, model.model_args = config.name, {"num_classes": num_classes, **args}
+    elif config.name in BASELINES:
+        model = BASELINES[config.name](num_classes=num_classes, **args)
+    else:
+        from ..models import create_model
+
+        model = create_model(config.name, num_classes=num_classes, **args)
+    if config.bcosify is None:
+        return load_initial_weights(model, init_from) if init_from is not None else model
+    from ..bcosification import BCOSIFIED_NAME, bcosify
+
+    if init_from is not None and _saved_model_name(init_from) != BCOSIFIED_NAME:
+        load_initial_weights(model, init_from)
+        init_from = None
+    net = bcosify(model, config.num_classes, **config.bcosify)
+    return load_initial_weights(net, init_from) if init_from is not None else net
+
+
+def _is_file(spec: str) -> bool:
+    return spec.endswith(".safetensors") or Path(spec).is_file()
+
+
+def _saved_model_name(spec: str) -> str | None:
+    if not _is_file(spec):
+        return None
+    from safetensors import safe_open
+
+    with safe_open(spec, framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+    return meta.get("alignnet.model") or meta.get("model_name")
+
+
+def load_initial_weights(model: nn.Module, spec: str) -> nn.Module:
+    """Copy initial weights into ``model`` (names and shapes checked) and return it.
+
+    ``spec``: a ``.safetensors`` file (``alignnet.save_model`` or a baseline export), a torchvision weights
+    name (``IMAGENET1K_V2``, ``DEFAULT``) for a ``torchvision:<builder>`` model, or a pretrained-weights
+    name of :func:`alignnet.load_pretrained`.
+    """
+    from ..models.io import load_weights
+
+    if _is_file(spec):
+        from safetensors.torch import load_file
+
+        if not Path(spec).is_file():
+            raise FileNotFoundError(f"init_from: no file at {spec}")
+        return load_weights(model, load_file(spec), source=spec)
+    name = getattr(model, "model_name", "")
+    if isinstance(name, str) and name.startswith(_TORCHVISION):
+        import torchvision
+
+        weights_enum = torchvision.models.get_model_weights(name[len(_TORCHVISION) :])
+        try:
+            weights = weights_enum[spec.split(".")[-1]]
+        except KeyError:
+            raise ValueError(
+                f"init_from: {spec!r} is not a weights name of {name}: {', '.join(w.name for w in weights_enum)}"
+            ) from None
+        return load_weights(model, weights.get_state_dict(progress=False), source=f"torchvision weights {spec}")
+    try:
+        from .. import load_pretrained
+    except ImportError:
+        raise ValueError(f"init_from: {spec!r} is neither a file nor a torchvision weights name") from None
+    return load_weights(model, load_pretrained(spec).state_dict(), source=f"pretrained weights {spec}")
 
 
 def bce_one_hot(logits: Tensor, labels: Tensor) -> Tensor:
@@ -80,10 +156,34 @@ class ClassifierModule(L.LightningModule):
     number generators' states go into checkpoints so a resumed run reproduces the uninterrupted one.
     """
 
-    def __init__(self, model: nn.Module, optimizer: OptimizerConfig, scheduler: SchedulerConfig, epochs: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerConfig,
+        scheduler: SchedulerConfig,
+        epochs: int,
+        agc: tuple[float, float] | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.optimizer_config, self.scheduler_config, self.epochs = optimizer, scheduler, epochs
+        self.agc = agc  # (clip_factor, eps) of adaptive gradient clipping, or None
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.agc is not None:
+            from .agc import adaptive_clip_grad_
+
+            adaptive_clip_grad_(self.model.parameters(), *self.agc)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # B-cosification's b-schedule ablation: b rises linearly from 1 over b_warmup_epochs
+        if getattr(self.model, "b_warmup_epochs", 0) > 0:
+            n = max(self.trainer.num_training_batches, 1)
+            self.model.set_b(self.model.b_at(self.current_epoch + batch_idx / n))
+
+    def on_train_end(self) -> None:
+        if getattr(self.model, "b_warmup_epochs", 0) > 0:
+            self.model.set_b(self.model.b_at(self.epochs))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)

@@ -212,7 +212,8 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
     train_set, val_set, n_classes = build_datasets(config.data)
     if n_classes != config.model.num_classes:
         raise ValueError(f"the data has {n_classes} classes but model.num_classes={config.model.num_classes}")
-    model = build_model(config.model)
+    # initial weights only for a fresh run: a resumed one gets everything from its checkpoint
+    model = build_model(config.model, init_from=config.init_from if ckpt_path is None else None)
     _check_disk_space(output_dir, model, tc.ema_decay is not None)
     if _is_rank_zero():
         save_config(config, output_dir / "config.yaml")
@@ -227,7 +228,8 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
     train_loader = DataLoader(train_set, shuffle=True, **loader_kw)
     val_loader = DataLoader(val_set, shuffle=False, **loader_kw)
 
-    module = ClassifierModule(model, config.optimizer, config.scheduler, tc.epochs)
+    agc = (tc.agc_clip_factor, tc.agc_eps) if tc.agc_clip_factor is not None else None
+    module = ClassifierModule(model, config.optimizer, config.scheduler, tc.epochs, agc=agc)
     ckpt_dir = output_dir / "checkpoints"
     cbs: list[Any] = [
         ModelCheckpoint(
