@@ -10,8 +10,8 @@ from PIL import Image
 
 import alignnet
 from alignnet.cli import main
-from alignnet.commands._common import check_new_files, fit_to_model, load_images
-from alignnet.commands.explain import layer_contributions, parse_target
+from alignnet.cli._common import check_new_files, load_images
+from alignnet.cli.explain import layer_contributions, parse_target
 
 
 @pytest.fixture(scope="module")
@@ -35,29 +35,6 @@ def image_files(tmp_path_factory):
     Image.fromarray(rng.integers(0, 65536, (50, 30), dtype=np.uint16)).save(d / "deep.png")
     Image.fromarray(rng.integers(0, 256, (45, 45, 3), dtype=np.uint8)).save(d / "photo.jpg")
     return [d / "grey.png", d / "rgba.png", d / "deep.png", d / "photo.jpg"]
-
-
-def test_fit_to_model_policies():
-    x = torch.rand(3, 40, 60)
-    assert fit_to_model(x, (32, 32), "crop").shape == (3, 32, 32)
-    assert fit_to_model(x, (32, 32), "stretch").shape == (3, 32, 32)
-    assert fit_to_model(x, (32, 32), "none") is x
-    # crop keeps the centre: a constant image stays constant, a left/right split keeps its middle
-    y = torch.zeros(3, 32, 64)
-    y[:, :, 32:] = 1.0
-    cropped = fit_to_model(y, (32, 32), "crop")
-    assert float(cropped[:, :, :12].max()) < 0.05 and float(cropped[:, :, 20:].min()) > 0.95
-    with pytest.raises(ValueError, match="resize policy"):
-        fit_to_model(x, (32, 32), "zoom")
-
-
-def test_fashion_mnist_sized_image_is_padded_like_the_training_data():
-    from alignnet.data import fashion_mnist_to_input, load_embedded
-
-    raw = torch.as_tensor(load_embedded("test").images[:1])  # (1, 28, 28) uint8, as in the idx files
-    grey = (raw.float() / 255).expand(3, -1, -1)
-    for policy in ("crop", "stretch"):
-        torch.testing.assert_close(fit_to_model(grey, (32, 32), policy), fashion_mnist_to_input(raw)[0])
 
 
 def test_load_images_any_mode_and_reports_bad_paths(tiny, image_files, tmp_path):
@@ -177,9 +154,9 @@ def test_help_of_every_command(command, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--out" in text and "--force" in text
     if command in ("explain", "compare", "video"):
-        assert "--resize" in text and "centre-crops a square" in text
+        assert "--resize" in text and "centre-crops" in text
 
 
 def test_installed_entry_point_runs():
-    proc = subprocess.run([sys.executable, "-m", "alignnet.cli", "toy", "--help"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "alignnet", "toy", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "B in {1, 2, 50}" in proc.stdout

@@ -7,13 +7,11 @@ import re
 import pytest
 import torch
 
+import alignnet
 from alignnet.cli import main
-from alignnet.commands._common import shipped_model, shipped_weights_path
 from alignnet.data import load_embedded
 from alignnet.demo import choose_output_dir
 from alignnet.report import Report, linked_files
-
-SHIPPED = shipped_weights_path("fmnist_bcos") is not None and shipped_weights_path("fmnist_coda") is not None
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +24,6 @@ def quick_demo(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHIPPED, reason="the shipped Fashion-MNIST weights are not in this checkout")
 def test_quick_demo_report_and_summary(quick_demo):
     code, out, text = quick_demo
     assert code == 0, text
@@ -44,7 +41,7 @@ def test_quick_demo_report_and_summary(quick_demo):
     for kind in ("bcos", "coda"):
         printed = float(re.search(rf"{kind}: test accuracy ([\d.]+) %", text).group(1))
         with torch.no_grad():
-            acc = (shipped_model(f"fmnist_{kind}")(images).argmax(1) == labels).float().mean()
+            acc = (alignnet.load_pretrained(f"fmnist_{kind}")(images).argmax(1) == labels).float().mean()
         assert printed == pytest.approx(100 * float(acc), abs=0.051)
         assert printed > 60  # trained models, far above chance (10 %)
         means = dict(re.findall(r"(\w+) ([\d.]+)", text.split(f"{kind} localisation mean (2x2): ")[1].splitlines()[0]))

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 import alignnet
 from _attr_nets import TemplateNet, blob_images, blob_position
 from alignnet.cli import main
-from alignnet.metrics import cli as evaluate_cli
+from alignnet.cli import evaluate as evaluate_cli
 from alignnet.metrics import quantus_explain_func
 from alignnet.metrics.plots import compare_figure, plot_ablation, plot_localisation_boxes, plot_pixel_removal
 
@@ -23,7 +23,7 @@ def blob_data(tmp_path):
 
 
 def test_evaluate_localisation_writes_results_and_figures(tmp_path, blob_data, monkeypatch, capsys):
-    monkeypatch.setattr(evaluate_cli, "load_any_model", lambda spec, device: TemplateNet())
+    monkeypatch.setattr(evaluate_cli, "resolve_model", lambda spec, device, progress=True: TemplateNet())
     out = tmp_path / "out"
     args = ["evaluate", "--model", "template", "--data", str(blob_data), "--metric", "localisation",
             "--methods", "ours,grad,guided_backprop", "--grid", "2", "--n-grids", "4", "--out", str(out), "--quiet"]  # fmt: skip

@@ -44,7 +44,7 @@ def _served(name: str, replicas: int = 1, **kw) -> ServedModel:
         model=model,
         classes=FASHION_MNIST_CLASSES,
         size=(32, 32),
-        style="fashion",
+        style="fashion_mnist",
         trained=False,
         source=name,
         replicas=replicas,
@@ -287,18 +287,20 @@ def test_concurrent_requests_match_serial(models, embedded):
 def test_build_models_from_file_and_names(tmp_path):
     torch.manual_seed(1)
     model = alignnet.create_model("coda_cifar10_9l", width=0.125)
+    model.class_names = FASHION_MNIST_CLASSES  # saved with the weights, with the input spec
+    model.input_spec = alignnet.models.InputSpec((32, 32), style="fashion_mnist")
     path = tmp_path / "my_fmnist_coda.safetensors"
     alignnet.save_model(model, path)
     served = build_models([str(path), "bcos_cifar10_9l", str(path)])
     assert [s.id for s in served] == ["my_fmnist_coda", "bcos_cifar10_9l", "my_fmnist_coda-2"]
-    assert served[0].trained and served[0].classes == FASHION_MNIST_CLASSES and served[0].style == "fashion"
+    assert served[0].trained and served[0].classes == FASHION_MNIST_CLASSES and served[0].style == "fashion_mnist"
     assert not served[1].trained and "UNTRAINED" in served[1].label
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(served[0].model(x), model.eval()(x))
-    with pytest.raises(FileNotFoundError, match="model file not found"):
+    with pytest.raises(FileNotFoundError, match="no model file"):
         build_models([str(tmp_path / "missing.safetensors")])
-    with pytest.raises(ValueError, match="neither a file nor a known model name"):
+    with pytest.raises(ValueError, match="did you mean bcos_cifar10_9l"):
         build_models(["bcos_cifar10_9"])
 
 
@@ -316,7 +318,7 @@ def test_default_models_are_labelled():
         (["serve", "--port", "70000"], "--port must be in 1..65535"),
         (["serve", "--workers", "0"], "--workers must be >= 1"),
         (["serve", "--methods", "grad,nope"], "unknown method(s) nope"),
-        (["serve", "--model", "missing_model.safetensors"], "model file not found"),
+        (["serve", "--model", "missing_model.safetensors"], "no model file"),
     ],
 )
 def test_cli_errors(argv, message, capsys):

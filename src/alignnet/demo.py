@@ -19,7 +19,6 @@ that exists, so running it twice never overwrites anything.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import time
 import warnings
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DemoConfig", "DemoResult", "add_arguments", "choose_output_dir", "run", "run_demo"]
+__all__ = ["DemoConfig", "DemoResult", "choose_output_dir", "run_demo"]
 
 BASELINES = ("gradcam", "intgrad", "occlusion9")
 METHODS = ("ours", *BASELINES)
@@ -182,10 +181,10 @@ def run_demo(
     ``models`` maps ``"bcos"``/``"coda"`` to a ``--model`` spec (default: the shipped models).
     """
     from .attribution import get_attributor
-    from .commands._common import resolve_model
     from .data import FASHION_MNIST_CLASSES, load_embedded
     from .metrics import evaluate_localisation
     from .metrics.plots import compare_figure, plot_localisation_boxes
+    from .models import resolve_model
     from .video import explain_frames, render_panels, synthetic_clip, write_animation
 
     specs = {"bcos": "fmnist_bcos", "coda": "fmnist_coda"} | dict(models or {})
@@ -349,62 +348,3 @@ def _write_report(
     )
     report.text("Re-create: alignnet train --preset fmnist-bcos / fmnist-coda; rerun: alignnet demo.")
     return report.write()
-
-
-def _summary(result: DemoResult) -> str:
-    lines = ["", "alignnet demo summary"]
-    for kind, acc in result.accuracy.items():
-        lines.append(f"  {kind}: test accuracy {100 * acc:.1f} % ({result.sources.get(kind, '')})")
-    for kind, means in result.localisation.items():
-        lines.append(f"  {kind} localisation mean (2x2): " + ", ".join(f"{m} {v:.3f}" for m, v in means.items()))
-    for kind, s in result.stability.items():
-        lines.append(f"  {kind} clip stability: {s:.3f}")
-    lines.append(
-        f"  time: {result.total_seconds:.1f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()) + ")"
-    )
-    lines.append(f"  report: {result.report}")
-    return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``alignnet demo``."""
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="output folder; refused if it exists and is not empty, unless --force "
-        "(default: ./alignnet-demo, or the first free ./alignnet-demo-N)",
-    )
-    parser.add_argument("--force", action="store_true", help="write into a non-empty --out, overwriting its files")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smaller run: 3 images, 2 grids with ours and gradcam only, a 12-frame clip (the test suite runs this)",
-    )
-    parser.add_argument(
-        "--bcos",
-        default="fmnist_bcos",
-        metavar="MODEL",
-        help="B-cos model: shipped name, .safetensors file or registry name (default: fmnist_bcos)",
-    )
-    parser.add_argument(
-        "--coda",
-        default="fmnist_coda",
-        metavar="MODEL",
-        help="CoDA model, as --bcos (default: fmnist_coda); 'none' skips it",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``alignnet demo``."""
-    out = choose_output_dir(args.out, args.force)
-    config = DemoConfig.quick() if args.quick else DemoConfig()
-    specs = {"bcos": args.bcos}
-    if str(args.coda).lower() != "none":
-        specs["coda"] = args.coda
-    print(f"alignnet demo -> {out}")
-    result = run_demo(out, config, specs, progress=not args.no_progress)
-    print(_summary(result))
-    return 0

@@ -8,7 +8,7 @@ frames' contribution maps (1 = identical maps up to scale; 0 = unrelated).
 Library use::
 
     frames = read_video("clip.mp4", max_frames=64)          # (T, 3, H, W) in [0, 1]
-    result = explain_frames(model, fit_to_model(frames, (32, 32)))
+    result = explain_frames(model, alignnet.data.fit_to_model(model, frames))
     result.stability, write_animation("out.gif", render_panels(result))
 
 Decoding uses PyAV (the ``video`` extra) and falls back to imageio for formats it lacks.
@@ -16,7 +16,6 @@ Decoding uses PyAV (the ``video`` extra) and falls back to imageio for formats i
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -27,17 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .commands._common import add_model_arguments, class_name, fit_to_model, model_input_size, resolve_model
 from .explanation import colour_explanation, explain
 
 __all__ = [
     "VideoExplanation",
-    "add_arguments",
     "explain_frames",
     "map_correlations",
     "read_video",
     "render_panels",
-    "run",
     "synthetic_clip",
     "write_animation",
 ]
@@ -311,53 +307,3 @@ def synthetic_clip(first: Tensor, second: Tensor, n_frames: int = 36, size: int 
         _paste(canvas, second, c, size * (1.3 - u * 0.55), base * 0.7)
         frames.append(canvas)
     return torch.stack(frames)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``alignnet video``."""
-    parser.add_argument(
-        "input", type=Path, metavar="IN", help="video file (anything PyAV/imageio reads: mp4, avi, gif, ...)"
-    )
-    parser.add_argument("--out", type=Path, required=True, metavar="OUT", help="output animation, .gif or .mp4")
-    add_model_arguments(parser)
-    parser.add_argument(
-        "--target",
-        type=int,
-        default=None,
-        metavar="K",
-        help="class to explain (default: the class predicted most often over the clip)",
-    )
-    parser.add_argument("--max-frames", type=int, default=64, help="read at most this many frames (default: 64)")
-    parser.add_argument("--stride", type=int, default=1, help="keep every n-th frame (default: 1)")
-    parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the input's / stride)")
-    parser.add_argument("--batch-size", type=int, default=16, help="frames per forward/backward pass (default: 16)")
-    parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists (refused otherwise)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``alignnet video``: explain a clip and write the side-by-side animation."""
-    from .commands._common import check_new_files
-
-    out = Path(args.out)
-    if out.suffix.lower() not in (".gif", ".mp4"):
-        raise ValueError(f"--out must end in .gif or .mp4, got {out}")
-    check_new_files([out], args.force)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    frames, fps = read_video(args.input, args.max_frames, args.stride)  # bad input fails before the model loads
-    model = resolve_model(args.model, args.device, progress=not args.no_progress)
-    frames = fit_to_model(frames, model_input_size(model), args.resize)
-    num_classes = getattr(model, "model_args", {}).get("num_classes")
-    if args.target is not None and args.target < 0:
-        raise ValueError(f"--target must be a class index >= 0, got {args.target}")
-    result = explain_frames(model, frames, args.target, args.batch_size, progress=not args.no_progress)
-    write_animation(out, render_panels(result), args.fps or fps / args.stride)
-    agree = float((result.predictions == result.target).float().mean())
-    print(
-        f"{len(frames)} frames at {frames.shape[-2]}x{frames.shape[-1]}; explained {class_name(model, result.target)}"
-        f" (predicted in {agree:.0%} of the frames{'' if num_classes is None else f' of {num_classes} classes'})"
-    )
-    print(f"stability (mean correlation of consecutive contribution maps): {result.stability:.3f}")
-    print(f"wrote {out}")
-    return 0

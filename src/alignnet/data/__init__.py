@@ -20,6 +20,7 @@ from .datasets import (
     read_fashion_mnist,
     read_idx,
 )
+from .prepare import RESIZE_POLICIES, fit_to_model, fit_to_spec, input_spec_of
 from .transforms import (
     CorruptImageError,
     augment_32,
@@ -33,6 +34,7 @@ from .transforms import (
 __all__ = [
     "CIFAR10_CLASSES",
     "DEFAULT_FASHION_MNIST_DIR",
+    "RESIZE_POLICIES",
     "FASHION_MNIST_CLASSES",
     "ArrayImageDataset",
     "CIFAR10Dataset",
@@ -44,6 +46,9 @@ __all__ = [
     "eval_transform",
     "fashion_mnist",
     "fashion_mnist_to_input",
+    "fit_to_model",
+    "fit_to_spec",
+    "input_spec_of",
     "image_folder",
     "load_embedded",
     "load_image",

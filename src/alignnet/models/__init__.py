@@ -7,6 +7,7 @@
 from ._registry import InputSpec, create_model, list_models, model_entrypoint, register_model
 from .convert import from_bcos
 from .io import load_model, save_model
+from .resolve import resolve_model
 
 __all__ = [
     "InputSpec",
@@ -16,5 +17,6 @@ __all__ = [
     "load_model",
     "model_entrypoint",
     "register_model",
+    "resolve_model",
     "save_model",
 ]

@@ -168,10 +168,10 @@ def create_app(
             x = _example(example)
             if tuple(x.shape[1:]) == served.size:
                 return x, {"example": example}
-            x, notes = prepare_image(x, served.size, "rgb")
+            x, notes = prepare_image(x, served)
             return x, {"example": example, **notes}
         image = await run_in_threadpool(decode_image, body, max_upload_bytes)
-        return prepare_image(image, served.size, served.style)
+        return prepare_image(image, served)
 
     @app.post("/api/explain")
     async def explain_route(

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..data import fit_to_model, input_spec_of
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -35,7 +36,7 @@ __all__ = [
     "MAX_METHODS",
     "MAX_PIXELS",
     "MAX_UPLOAD_BYTES",
-    "SHIPPED_MODELS",
+    "DEFAULT_MODELS",
     "ServedModel",
     "UploadError",
     "attribute_methods",
@@ -55,11 +56,7 @@ MAX_PIXELS = 40_000_000  # refuse to decode larger images (a 10 MB PNG can hold 
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
 DEFAULT_METHODS = ("gradcam", "intgrad", "occlusion9")
 MAX_METHODS = 4
-# name -> (file in alignnet/weights, fallback registry model and arguments while the file is missing)
-SHIPPED_MODELS: dict[str, tuple[str, str, dict]] = {
-    "fmnist_bcos": ("fmnist_bcos.safetensors", "bcos_cifar10_9l", {"width": 0.25}),
-    "fmnist_coda": ("fmnist_coda.safetensors", "coda_cifar10_9l", {"width": 0.25}),  # as the shipped file
-}
+DEFAULT_MODELS = ("fmnist_bcos", "fmnist_coda")
 
 
 class UploadError(ValueError):
@@ -80,7 +77,7 @@ class ServedModel:
     label: what the page shows (says "untrained" for fallback models).
     classes: class names, ``len == num_classes``.
     size: ``(H, W)`` input size.
-    style: ``"fashion"`` (grey, 28 px padded to 32, dark background) or ``"rgb"``.
+    style: the model's input style (``"fashion_mnist"`` or ``"rgb"``, see :class:`alignnet.models.InputSpec`).
     trained: False for a randomly initialised stand-in.
     source: file path or registry name it came from.
     """
@@ -134,19 +131,11 @@ def _copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 
 
-def _class_names(model: nn.Module, hint: str) -> tuple[str, ...]:
-    from ..data import CIFAR10_CLASSES, FASHION_MNIST_CLASSES
-
+def _class_names(model: nn.Module) -> tuple[str, ...]:
     num_classes = _num_classes(model)
-    for attr in ("class_names", "classes"):
-        names = getattr(model, attr, None)
-        if isinstance(names, (list, tuple)) and len(names) == num_classes:
-            return tuple(str(n) for n in names)
-    hint = hint.lower()
-    if num_classes == 10 and ("fmnist" in hint or "fashion" in hint):
-        return FASHION_MNIST_CLASSES
-    if num_classes == 10 and "cifar" in hint:
-        return CIFAR10_CLASSES
+    names = getattr(model, "class_names", None)
+    if isinstance(names, (list, tuple)) and len(names) == num_classes:
+        return tuple(str(n) for n in names)
     return tuple(f"class {i}" for i in range(num_classes))
 
 
@@ -154,17 +143,9 @@ def _num_classes(model: nn.Module) -> int:
     args = getattr(model, "model_args", None) or {}
     if "num_classes" in args:
         return int(args["num_classes"])
-    size = _input_size(model)
+    size = input_spec_of(model).size
     with torch.no_grad():
         return int(model.eval()(torch.zeros(1, 3, *size)).shape[1])
-
-
-def _input_size(model: nn.Module) -> tuple[int, int]:
-    spec = getattr(model, "input_spec", None)
-    size = getattr(spec, "size", None) if spec is not None else None
-    if size is None and isinstance(spec, dict):
-        size = spec.get("size")
-    return tuple(int(s) for s in size) if size else (32, 32)
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -174,62 +155,50 @@ def _unique(name: str, taken: set[str]) -> str:
     return out
 
 
-def build_models(specs: Sequence[str] = (), replicas: int = 1) -> list[ServedModel]:
+def build_models(specs: Sequence[str] = (), replicas: int = 1, progress: bool = True) -> list[ServedModel]:
     """The models to serve.
 
     Parameters
     ----------
     specs:
-        Each a saved model file (``alignnet.save_model``), a shipped name (``fmnist_bcos``,
-        ``fmnist_coda``) or a registry name (an untrained model, labelled so). Empty: the two
-        shipped Fashion-MNIST models, or untrained stand-ins while their files are missing.
+        Each anything :func:`alignnet.models.resolve_model` accepts: pretrained weights names, saved model
+        files, or architecture names (an untrained model, labelled so). Empty: the two shipped
+        Fashion-MNIST models.
     replicas:
         Copies of each model, i.e. how many requests per model run at the same time.
     """
-    import alignnet
+    import warnings
 
-    specs = list(specs) or list(SHIPPED_MODELS)
-    weights_dir = Path(__file__).resolve().parent.parent / "weights"
+    from ..models import resolve_model
+    from ..models.resolve import is_trained
+
     served: list[ServedModel] = []
     taken: set[str] = set()
-    for spec in specs:
-        path = Path(spec)
-        if spec in SHIPPED_MODELS:
-            file, fallback, fallback_args = SHIPPED_MODELS[spec]
-            if (weights_dir / file).is_file():
-                model = alignnet.load_model(weights_dir / file)
-                label, trained, source = f"{spec} (shipped, Fashion-MNIST)", True, str(weights_dir / file)
-            else:
-                torch.manual_seed(0)
-                model = alignnet.create_model(fallback, **fallback_args)
-                label = f"{spec}: UNTRAINED stand-in ({fallback}, weights file {file} not found)"
-                trained, source = False, fallback
-            style, hint = "fashion", "fmnist"
-        elif path.suffix == ".safetensors" or path.exists():
-            if not path.is_file():
-                raise FileNotFoundError(f"model file not found: {path}")
-            model = alignnet.load_model(path)
-            label, trained, source, hint = f"{path.stem} ({path.name})", True, str(path), path.name
-            style = "fashion" if ("fmnist" in hint.lower() or "fashion" in hint.lower()) else "rgb"
-            spec = path.stem
+    for spec in list(specs) or list(DEFAULT_MODELS):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # untrained models are labelled on the page instead
+            model = resolve_model(spec, progress=progress)
+        trained = is_trained(model)
+        name = Path(spec).stem if spec.endswith(".safetensors") or Path(spec).is_file() else spec
+        if not trained:
+            label = f"{spec} (UNTRAINED, random weights)"
+        elif getattr(model, "weights_name", None):
+            label = f"{spec} (pretrained)"
         else:
-            try:
-                model = alignnet.create_model(spec)
-            except ValueError as exc:
-                raise ValueError(f"--model {spec!r} is neither a file nor a known model name: {exc}") from None
-            label, trained, source, hint, style = f"{spec} (UNTRAINED, random weights)", False, spec, spec, "rgb"
-        model_id = _unique(spec, taken)
+            label = f"{name} ({Path(spec).name})"
+        model_id = _unique(name, taken)
         taken.add(model_id)
+        spec_in = input_spec_of(model)
         served.append(
             ServedModel(
                 id=model_id,
                 label=label,
                 model=model,
-                classes=_class_names(model, hint),
-                size=_input_size(model),
-                style=style,
+                classes=_class_names(model),
+                size=spec_in.size,
+                style=spec_in.style,
                 trained=trained,
-                source=source,
+                source=getattr(model, "source", spec),
                 replicas=replicas,
             )
         )
@@ -269,31 +238,11 @@ def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int
         raise UploadError(f"the image file is damaged or truncated ({exc})", 415) from None
 
 
-def prepare_image(image: Tensor, size: tuple[int, int], style: str) -> tuple[Tensor, dict]:
-    """Convert a ``(3, H, W)`` image to the model's input ``(3, *size)``.
-
-    ``"rgb"``: resize the shorter side to the input size and centre-crop. ``"fashion"``: grey,
-    resize + centre-crop to ``size - 4`` (28 for 32) and zero-pad 2 pixels per side as in
-    Fashion-MNIST; a photo on a light background (border brighter than 0.5) is inverted, since
-    Fashion-MNIST items are light on black.
-
-    Returns the input and a dict of what was done (shown on the page).
-    """
-    from torchvision.transforms.v2 import functional as TF
-
-    notes: dict = {"original_size": [int(image.shape[1]), int(image.shape[2])]}
-    if style == "fashion":
-        inner = (size[0] - 4, size[1] - 4)
-        grey = image[:1] if bool((image == image[:1]).all()) else image.mean(0, keepdim=True)
-        if tuple(grey.shape[1:]) != inner:  # Fashion-MNIST-sized uploads stay exactly as they are
-            grey = TF.center_crop(TF.resize(grey, min(inner), antialias=True), list(inner)).clamp(0, 1)
-        border = torch.cat([grey[0, 0], grey[0, -1], grey[0, :, 0], grey[0, :, -1]])
-        notes["inverted"] = bool(border.mean() > 0.5)
-        if notes["inverted"]:
-            grey = 1 - grey
-        x = F.pad(grey, (2, 2, 2, 2)).expand(3, -1, -1).contiguous()
-    else:
-        x = TF.center_crop(TF.resize(image, min(size), antialias=True), list(size)).clamp(0, 1)
+def prepare_image(image: Tensor, served: ServedModel) -> tuple[Tensor, dict]:
+    """Convert a decoded ``(3, H, W)`` upload to ``served``'s input with :func:`alignnet.data.fit_to_model`
+    (the same preparation as ``alignnet explain``). Returns the input and what was done (shown on the page)."""
+    notes: dict = {}
+    x = fit_to_model(served.model, image, "crop", notes=notes)
     return x, notes
 
 

@@ -1,9 +1,10 @@
 """The ``alignnet`` command line.
 
-Each subcommand lives in the module that owns its concept and exposes two functions,
-``add_arguments(parser: argparse.ArgumentParser) -> None`` and ``run(args) -> int | None``.
-They are imported lazily, only for the subcommand that runs, so ``alignnet --help`` is fast and
-a missing optional dependency only affects the command that needs it.
+All argparse code lives in this package, one module per command (``alignnet.cli.<command>``), each a
+thin adapter over the library with two functions, ``add_arguments(parser) -> None`` and
+``run(args) -> int | None``. The library never imports this package. Command modules are imported
+lazily, only for the subcommand that runs, so ``alignnet --help`` is fast and a missing optional
+dependency only affects the command that needs it. ``python -m alignnet`` is the same as ``alignnet``.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ __all__ = ["main", "COMMANDS"]
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("alignnet.demo", "the main job: explain, compare and evaluate the shipped Fashion-MNIST models"),
-    "explain": ("alignnet.commands.explain", "explain images with a model: colour explanations and contribution maps"),
-    "compare": ("alignnet.commands.compare", "side-by-side figure of our explanation and post-hoc methods"),
-    "video": ("alignnet.video", "explain a video frame by frame and write frames and explanations side by side"),
-    "toy": ("alignnet.toy", "the B-cos toy figure: loss against weight angle for B in {1, 2, 50}"),
-    "models": ("alignnet.models.cli", "list the registered models with parameter counts and input sizes"),
-    "train": ("alignnet.train.cli", "train a registered model with a paper recipe or your own config"),
-    "evaluate": ("alignnet.metrics.cli", "localisation and pixel-removal metrics for ours and post-hoc methods"),
-    "serve": ("alignnet.serve", "local web explorer: upload an image, see what the model saw"),
+    "demo": ("alignnet.cli.demo", "the main job: explain, compare and evaluate the shipped Fashion-MNIST models"),
+    "explain": ("alignnet.cli.explain", "explain images with a model: colour explanations and contribution maps"),
+    "compare": ("alignnet.cli.compare", "side-by-side figure of our explanation and post-hoc methods"),
+    "video": ("alignnet.cli.video", "explain a video frame by frame and write frames and explanations side by side"),
+    "toy": ("alignnet.cli.toy", "the B-cos toy figure: loss against weight angle for B in {1, 2, 50}"),
+    "models": ("alignnet.cli.models", "list the registered models with parameter counts and input sizes"),
+    "train": ("alignnet.cli.train", "train a registered model with a paper recipe or your own config"),
+    "evaluate": ("alignnet.cli.evaluate", "localisation and pixel-removal metrics for ours and post-hoc methods"),
+    "serve": ("alignnet.cli.serve", "local web explorer: upload an image, see what the model saw"),
 }
 
 
@@ -34,7 +35,7 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
         prog="alignnet",
         description="Vision models that explain themselves: B-cos networks and CoDA-Nets.",
     )
-    from ._version import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"alignnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -69,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError) as exc:
-        # user errors (bad paths, names, shapes): one clear line, no traceback
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError, ConnectionError) as exc:
+        # user errors (bad paths, names, shapes, weights that cannot be fetched): one clear line, no traceback
         print(f"alignnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return int(code or 0)

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace):
     """The validated :class:`TrainConfig` from preset, config file, shortcuts and ``--set``."""
-    from .config import apply_overrides, config_from_dict, load_config, load_preset
+    from ..train.config import apply_overrides, config_from_dict, load_config, load_preset
 
     data: dict = {}
     if args.resume is not None and args.preset is None and args.config is None:
@@ -87,7 +87,7 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import config_to_dict, list_presets
+    from ..train.config import config_to_dict, list_presets
 
     if args.list_presets:
         for name in list_presets():
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resume is None:
             raise ValueError("--output DIR is required")
         output = args.resume if args.resume.is_dir() else args.resume.parent.parent
-    from .runner import train
+    from ..train.runner import train
 
     result = train(config, output, resume=args.resume, overwrite=args.overwrite)
     if result.interrupted:

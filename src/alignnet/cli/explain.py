@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from ..explanation import colour_explanation, explain
 from ..layers import DynamicLinear, eval_mode, explanation_mode
-from ._common import add_model_arguments, check_new_files, class_name, load_images, resolve_model
+from ..models import resolve_model
+from ._common import add_model_arguments, check_new_files, class_name, load_images
 
 __all__ = ["add_arguments", "layer_contributions", "parse_target", "run"]
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ._common import add_model_arguments, check_new_files, class_name, load_images, resolve_model
+from ..models import resolve_model
+from ._common import add_model_arguments, check_new_files, class_name, load_images
 
 __all__ = ["DEFAULT_METHODS", "add_arguments", "parse_methods", "run"]
 

@@ -22,7 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["add_arguments", "run", "load_dataset", "load_any_model"]
+__all__ = ["add_arguments", "run", "load_dataset"]
+
+from ..models import resolve_model
+from ._common import MODEL_HELP
 
 DEFAULT_METHODS = "ours,grad,ixg,intgrad,deeplift,gradcam,occlusion5,occlusion9,rise,lime"
 
@@ -33,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         metavar="NAME_OR_PATH",
-        help="a saved model (.safetensors) or a registered name (random weights!); repeat for ablations",
+        help=MODEL_HELP + "; repeat for ablations",
     )
     parser.add_argument(
         "--data",
@@ -61,23 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-cache", action="store_true", help="localisation: do not keep/resume partial scores")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def load_any_model(spec: str, device: str) -> torch.nn.Module:
-    """A saved model (path) or a freshly built registered model (random weights)."""
-    import alignnet
-
-    path = Path(spec)
-    if path.suffix in (".safetensors", ".pt", ".pth") or path.exists():
-        if not path.exists():
-            raise FileNotFoundError(f"no model file {path}")
-        model = alignnet.load_model(path)
-    else:
-        if spec not in alignnet.list_models():
-            raise ValueError(f"{spec!r} is neither a model file nor a registered model (see 'alignnet models')")
-        print(f"warning: {spec} is built with random weights; pass a trained .safetensors file", file=sys.stderr)
-        model = alignnet.create_model(spec)
-    return model.to(device).eval()
 
 
 def load_dataset(spec: str):
@@ -116,9 +102,9 @@ def _ablation_value(model: torch.nn.Module, kind: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     from ..attribution import list_attributors
-    from . import plots
-    from .localisation import evaluate_localisation
-    from .pixel_removal import evaluate_pixel_removal
+    from ..metrics import plots
+    from ..metrics.localisation import evaluate_localisation
+    from ..metrics.pixel_removal import evaluate_pixel_removal
 
     methods = list_attributors() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in list_attributors()]
@@ -136,14 +122,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     dataset = load_dataset(args.data)
-    models = [(spec, load_any_model(spec, args.device)) for spec in args.model]
+    models = [(spec, resolve_model(spec, args.device, progress=not args.quiet)) for spec in args.model]
     summaries: dict = {}
     results: dict[str, dict[str, object]] = {}
     for spec, model in models:
         tag = Path(spec).stem if len(models) > 1 else ""
         logits = None
         if args.metric == "localisation":  # predict the dataset once per model, not once per method
-            from ._common import as_tensors, predict
+            from ..metrics._common import as_tensors, predict
 
             logits = predict(model, as_tensors(dataset)[0], device=args.device)
         for method in methods:

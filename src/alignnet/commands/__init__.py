@@ -1,1 +1,0 @@
-"""CLI subcommands that are thin layers over the library (explain, compare)."""
