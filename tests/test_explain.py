@@ -96,7 +96,7 @@ def test_multiple_targets(name):
     pairs = torch.tensor([[1, 3], [0, 2]])
     e2 = alignnet.explain(net, x, targets=pairs)
     torch.testing.assert_close(e2.weights[1, 1], e.weights[1, 2])
-    rgba = alignnet.colour_explanation(e2, index=1, target=1)
+    rgba = alignnet.colour_explanation(e2, index=1, column=1)
     assert rgba.shape == (12, 12, 4)
 
 

@@ -193,7 +193,11 @@ def test_normalised_weight_cache_follows_every_kind_of_weight_change():
     check()
     layer.load_state_dict({"weight": torch.randn(6, 4, 3, 3)})
     check()
-    layer.weight.data.copy_(torch.randn(6, 4, 3, 3))  # .data edits bypass the version counter
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(6, 4, 3, 3))  # in-place through the parameter: version bump
+    check()
+    layer.weight.data.copy_(torch.randn(6, 4, 3, 3))  # .data edits bypass the version counter ...
+    layer.clear_cache()  # ... so they need this (documented)
     check()
     layer.double()
     check()

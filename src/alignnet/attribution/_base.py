@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..explanation.dynamic_linear import check_images
+from ..explanation.dynamic_linear import check_images, check_target_range, resolve_target_alias
 from ..layers import AddInverse, DynamicLinear, eval_mode
 
 __all__ = [
@@ -184,7 +184,18 @@ class Attributor:
         """The settings that determine the result (used in result files and cache keys)."""
         return {}
 
-    def attribute(self, images: Tensor, targets: int | Sequence[int] | Tensor | None = None) -> Tensor:
+    def prepare(self, images: Tensor) -> dict:
+        """Resolve every setting that depends on the input (e.g. GradCAM's default layer) for images
+        like ``images`` and return :meth:`config`; call it before recording the config."""
+        return self.config()
+
+    def attribute(
+        self,
+        images: Tensor,
+        targets: int | Sequence[int] | Tensor | None = None,
+        *,
+        target: int | Sequence[int] | Tensor | None = None,
+    ) -> Tensor:
         """Attribute the ``targets`` logits to the pixels of ``images``.
 
         Parameters
@@ -193,11 +204,22 @@ class Attributor:
             ``(N, C, H, W)`` floating point, in [0, 1] for models starting with ``AddInverse``.
         targets:
             Class per image: an int, ``N`` ints / an ``(N,)`` tensor, or None for the predicted class.
+        target:
+            captum's name for ``targets`` (an alias; give one of the two).
 
         Returns
         -------
         ``(N, C, H, W)`` attributions; their sum over channels is the per-pixel map.
+
+        Raises
+        ------
+        TypeError
+            ``images`` not a floating-point tensor, or non-integer targets.
+        ValueError
+            Wrong image shape or channel count, non-finite values, a target outside
+            ``0..num_classes-1`` (the message names the range), targets of the wrong shape.
         """
+        targets = resolve_target_alias(targets, target)
         images = _check_images(self.model, images)
         with eval_mode(self.model):
             t = self._resolve_targets(images, targets)
@@ -210,21 +232,27 @@ class Attributor:
             raise RuntimeError(f"{self.name} returned shape {tuple(result.shape)} for images {tuple(images.shape)}")
         return result
 
-    def attribute_maps(self, images: Tensor, targets: Tensor) -> Tensor:
+    def attribute_maps(self, images: Tensor, targets: Tensor | None = None, *, target: Tensor | None = None) -> Tensor:
         """Per-pixel maps for several classes per image: ``(N, C, H, W), (N, K) -> (N, K, H, W)``.
 
         The default repeats each image K times through :meth:`attribute`. Methods whose work is
         shared between classes implement ``_attribute_maps`` (``ours``: one forward pass; the
         perturbation methods evaluate every perturbed copy once and read all K logits from it).
+        ``target`` is captum's name for ``targets``. Errors as :meth:`attribute`.
         """
-        targets = _check_target_values(torch.as_tensor(targets, device=images.device))
+        targets = resolve_target_alias(targets, target)
+        if targets is None:
+            raise TypeError("attribute_maps needs targets: an (N, K) tensor of class indices")
+        images = _check_images(self.model, images)
+        targets = _check_target_values(_as_target_tensor(targets, images.device))
         if targets.dim() != 2 or targets.shape[0] != images.shape[0]:
             raise ValueError(f"targets must have shape (N, K) with N={images.shape[0]}, got {tuple(targets.shape)}")
         n, k = targets.shape
+        with eval_mode(self.model):
+            check_target_range(targets, self._num_outputs(images))
         if type(self)._attribute_maps is Attributor._attribute_maps:
             maps = self.attribute(images.repeat_interleave(k, 0), targets.reshape(-1)).sum(1)
             return maps.view(n, k, *maps.shape[-2:])
-        images = _check_images(self.model, images)
         step = max(1, self.batch_size // k)  # at most batch_size maps per chunk
         with eval_mode(self.model):
             out = [self._attribute_maps(images[i : i + step], targets[i : i + step]) for i in range(0, n, step)]
@@ -247,17 +275,26 @@ class Attributor:
             out.append(logits.gather(2, targets[:, None, :].expand(n, m.shape[0], k)))
         return torch.cat(out, 1)
 
+    @torch.no_grad()
+    def _num_outputs(self, images: Tensor) -> int:
+        """The model's number of outputs (classes), from one image (in the caller's eval mode)."""
+        out = self.model(images[:1])
+        if not isinstance(out, Tensor) or out.dim() != 2:
+            raise ValueError("attribution needs a model whose output is a (N, num_classes) tensor")
+        return out.shape[1]
+
     def _resolve_targets(self, images: Tensor, targets) -> Tensor:
         n = images.shape[0]
         if targets is None:
             with torch.no_grad():
                 preds = [self.model(images[i : i + 256]).argmax(1) for i in range(0, n, 256)]
             return torch.cat(preds)
-        t = _check_target_values(torch.as_tensor(targets, device=images.device))
+        t = _check_target_values(_as_target_tensor(targets, images.device))
         if t.dim() == 0:
             t = t.expand(n)
         if t.shape != (n,):
             raise ValueError(f"targets must be an int or have shape ({n},), got shape {tuple(t.shape)}")
+        check_target_range(t, self._num_outputs(images))
         return t
 
     def _attribute(self, images: Tensor, targets: Tensor) -> Tensor:
@@ -268,14 +305,18 @@ class Attributor:
         return (pixel_map / channels).unsqueeze(1).expand(-1, channels, -1, -1).contiguous()
 
 
+def _as_target_tensor(targets, device) -> Tensor:
+    try:
+        return torch.as_tensor(targets, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"targets must be an int, a sequence of ints or an integer tensor, got {targets!r}") from None
+
+
 def _check_target_values(t: Tensor) -> Tensor:
-    """Integer, non-negative class indices as a long tensor (any shape)."""
-    if t.is_floating_point() or t.dtype == torch.bool:
+    """Integer class indices as a long tensor (any shape); the range is checked against the model."""
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"targets must be integers, got dtype {t.dtype}")
-    t = t.long()
-    if t.numel() and bool((t < 0).any()):
-        raise ValueError(f"targets must be non-negative class indices, got {t.min().item()}")
-    return t
+    return t.long()
 
 
 def _check_images(model: nn.Module, images: Tensor) -> Tensor:

@@ -219,11 +219,17 @@ class GradCamAttributor(Attributor):
     def config(self) -> dict:
         return {"layer": self.layer, "interpolate": self.interpolate, "relu": True}
 
+    def prepare(self, images: Tensor) -> dict:
+        """Choose the default layer (:func:`last_spatial_layer`) for images like these; the config
+        then records the layer actually used."""
+        if self.layer is None:
+            self.layer = last_spatial_layer(self.model, images)
+        return self.config()
+
     def _attribute(self, images: Tensor, targets: Tensor) -> Tensor:
         from captum.attr import LayerGradCam
 
-        if self.layer is None:
-            self.layer = last_spatial_layer(self.model, images)
+        self.prepare(images)
         module = dict(self.model.named_modules())[self.layer]
         x = self.encoded.encode(images)
         cam = LayerGradCam(self.encoded, module).attribute(x, target=targets, relu_attributions=True)

@@ -6,6 +6,8 @@ for there; the opacity says how much that pixel contributes positively.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -48,14 +50,48 @@ def colour_from_weights(
 
 
 def colour_explanation(
-    explanation: Explanation, index: int = 0, target: int = 0, smooth: int = 15, alpha_percentile: float = 99.5
+    explanation: Explanation,
+    index: int = 0,
+    column: int = 0,
+    smooth: int = 15,
+    alpha_percentile: float = 99.5,
+    *,
+    target: int | None = None,
 ) -> np.ndarray:
-    """Colour explanation ``(H, W, 4)`` of image ``index`` (and its ``target``-th column when
-    several classes were explained) of an :class:`Explanation`."""
+    """Colour explanation ``(H, W, 4)`` of image ``index`` of an :class:`Explanation`.
+
+    Parameters
+    ----------
+    index:
+        Which image of the batch.
+    column:
+        When several classes were explained per image (weights ``(N, K, 6, H, W)``), the position
+        ``0..K-1`` among them; the class it stands for is ``explanation.targets[index, column]``.
+    target:
+        Deprecated name of ``column`` (it never meant a class index); warns and behaves as ``column``.
+    """
+    if target is not None:
+        if column != 0:
+            raise TypeError("got both column= and its deprecated name target=; pass column= only")
+        warnings.warn(
+            "colour_explanation(target=...) is deprecated: the argument is a column position among the "
+            "explained classes, not a class index; use column=",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        column = target
     n = len(explanation)
     if not -n <= index < n:
         raise IndexError(f"index {index} out of range for an explanation of {n} images")
     w = explanation.weights[index]
     if w.dim() == 4:
-        w = w[target]
+        k = w.shape[0]
+        if not -k <= column < k:
+            raise IndexError(
+                f"column {column} out of range: {k} classes were explained per image "
+                f"(classes {explanation.targets[index].tolist()})"
+            )
+        w = w[column]
+    elif column not in (0, -1):
+        raise IndexError(f"column {column} out of range: one class was explained per image")
     return colour_from_weights(w, explanation.inputs[index], smooth, alpha_percentile)

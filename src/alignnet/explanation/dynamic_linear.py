@@ -7,16 +7,25 @@ backward pass of the selected logits gives ``W(x)[c]`` for the whole batch, and
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..layers import AddInverse, LogitLayer, explanation_mode
+from ..layers import AddInverse, LogitLayer, eval_mode, explanation_mode
 
-__all__ = ["Explanation", "check_images", "explain", "expected_input_channels"]
+__all__ = [
+    "Explanation",
+    "check_images",
+    "check_target_range",
+    "explain",
+    "expected_input_channels",
+    "input_gradients_only",
+    "resolve_target_alias",
+]
 
 
 @dataclass(frozen=True)
@@ -70,18 +79,54 @@ class Explanation:
         return self.inputs.shape[0]
 
 
-def expected_input_channels(model: nn.Module) -> int | None:
-    """Channels the model expects in its images, read from its first layer (None if unknown).
+class _FirstLayer(Exception):
+    """Raised by the probe's hook to stop the forward pass at the first layer with ``in_channels``."""
 
-    An :class:`AddInverse` before the first layer halves the count.
+
+def expected_input_channels(model: nn.Module, images: Tensor | None = None) -> int | None:
+    """Channels the model expects in its images (None if unknown).
+
+    Found in *execution* order, not registration order: the model runs (in eval mode, without
+    gradients) on ``images[:1]`` (or a ``(1, 3, 8, 8)`` zero probe) until the first submodule with an
+    integer ``in_channels`` is called, and stops there; an :class:`AddInverse` that ran before it
+    halves the count. A model whose head is registered before its stem is read correctly. None
+    when no such layer runs, or when the model fails before reaching one.
     """
-    add_inverse = False
+    added_inverse: list[bool] = []
+    handles = []
+
+    def saw_inverse(_module, _args):
+        added_inverse.append(True)
+
+    def stop(module, _args):
+        raise _FirstLayer(module.in_channels)
+
     for module in model.modules():
+        if module is model:
+            continue
         if isinstance(module, AddInverse):
-            add_inverse = True
-        channels = getattr(module, "in_channels", None)
-        if isinstance(channels, int) and module is not model:
-            return channels // 2 if add_inverse else channels
+            handles.append(module.register_forward_pre_hook(saw_inverse))
+        elif isinstance(getattr(module, "in_channels", None), int):
+            handles.append(module.register_forward_pre_hook(stop))
+    if not handles:
+        return None
+    if images is None or images.dim() < 1 or images.shape[0] < 1:
+        param = next(iter(model.parameters()), None)
+        kw = {} if param is None else {"device": param.device, "dtype": param.dtype}
+        probe = torch.zeros(1, 3, 8, 8, **kw)
+    else:
+        probe = images[:1].detach()
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(probe)
+    except _FirstLayer as found:
+        channels = int(found.args[0])
+        return channels // 2 if added_inverse else channels
+    except Exception:  # the model cannot run on this input at all: its own error will say why
+        return None
+    finally:
+        for h in handles:
+            h.remove()
     return None
 
 
@@ -98,12 +143,51 @@ def check_images(model: nn.Module, images: Tensor) -> None:
         raise TypeError(f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype}")
     if not bool(torch.isfinite(images).all()):
         raise ValueError("images contain NaN or infinite values; explanations of them would be meaningless")
-    expected = expected_input_channels(model)
+    expected = expected_input_channels(model, images)
     if expected is not None and images.shape[1] != expected:
         raise ValueError(
             f"the model expects images with {expected} channels, got {images.shape[1]} "
             f"(images of shape {tuple(images.shape)})"
         )
+
+
+def check_target_range(targets: Tensor, num_outputs: int) -> None:
+    """Raise ``ValueError`` naming the valid range unless every entry of ``targets`` is in ``[0, num_outputs)``.
+
+    The one out-of-range error of :func:`explain` and every attribution method.
+    """
+    bad = (targets < 0) | (targets >= num_outputs)
+    if targets.numel() and bool(bad.any()):
+        raise ValueError(
+            f"target out of range: the model has {num_outputs} outputs, so targets must lie in "
+            f"0..{num_outputs - 1}; got {targets[bad].unique().tolist()[:10]}"
+        )
+
+
+def resolve_target_alias(targets, target, name: str = "targets"):
+    """Accept captum's keyword ``target=`` as an alias of alignnet's ``targets=`` (not both)."""
+    if target is None:
+        return targets
+    if targets is not None:
+        raise TypeError(f"got both {name}= and target=; pass the class indices once ({name}= or captum's target=)")
+    return target
+
+
+@contextlib.contextmanager
+def input_gradients_only(model: nn.Module) -> Iterator[nn.Module]:
+    """Switch the parameters' ``requires_grad`` off for the block (restored on exit, exceptions included).
+
+    Gradients w.r.t. the input then skip the parameters' part of the graph, leave every ``.grad``
+    untouched and let the B-cos layers reuse their cached normalised weights.
+    """
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in saved:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
 
 
 def _normalise_targets(targets, logits: Tensor, explained: Tensor) -> Tensor:
@@ -116,18 +200,20 @@ def _normalise_targets(targets, logits: Tensor, explained: Tensor) -> Tensor:
             raise ValueError(f"targets must be None, an int, a sequence of ints, 'all' or a tensor; got {targets!r}")
         t = torch.arange(k, device=explained.device).expand(n, k)
     else:
-        t = torch.as_tensor(targets, device=explained.device)
-        if t.is_floating_point() or t.dtype == torch.bool:
+        try:
+            t = torch.as_tensor(targets, device=explained.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"targets must be None, an int, a sequence of ints, 'all' or an integer tensor; got {targets!r}"
+            ) from None
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise TypeError(f"targets must be integers, got dtype {t.dtype}")
         t = t.long()
         if t.dim() == 0:
             t = t.expand(n)
         elif t.dim() > 2 or t.shape[0] != n:
             raise ValueError(f"targets must be an int, (N,) or (N, K) with N={n}; got shape {tuple(t.shape)}")
-    if bool(((t < 0) | (t >= k)).any()):
-        raise ValueError(
-            f"target index out of range: the model has {k} outputs, got targets {t.unique().tolist()[:10]}"
-        )
+    check_target_range(t, k)
     return t
 
 
@@ -160,6 +246,7 @@ def explain(
     layer: str | None = None,
     channel: int | None = None,
     position: Sequence[int] | None = None,
+    target: int | Sequence[int] | Tensor | str | None = None,
 ) -> Explanation:
     """Explain a batch with one forward and one backward pass in explanation mode.
 
@@ -176,10 +263,22 @@ def explain(
         Explain an intermediate unit instead of a logit: the output channel ``channel`` of the
         module named ``layer`` (see ``model.named_modules()``), summed over its spatial positions
         or taken at ``position`` (e.g. ``(row, col)``). ``targets`` is ignored then.
+    target:
+        captum's name for ``targets`` (an alias; give one of the two).
 
     The model's train/eval mode, the parameters' ``requires_grad`` and ``.grad`` and the
-    caller's ``images`` are left as they were; the model runs in eval mode for the call.
+    caller's ``images`` are left as they were; the model runs in eval mode for the call. It also
+    works inside ``torch.inference_mode()`` and ``torch.no_grad()`` blocks.
+
+    Raises
+    ------
+    TypeError
+        ``images`` not a floating-point tensor, or non-integer targets.
+    ValueError
+        Wrong shape or channel count, non-finite values, a target outside ``0..num_classes-1``,
+        an unknown ``layer``.
     """
+    targets = resolve_target_alias(targets, target)
     check_images(model, images)
     captured: dict[str, Tensor] = {}
     hooks = []
@@ -193,25 +292,24 @@ def explain(
     def keep_bias(_module, _inputs, output):
         captured["bias"] = _module.bias.detach().to(output.dtype).expand_as(output)
 
+    if layer is not None:
+        if channel is None:
+            raise ValueError("explaining a layer needs channel=<output channel index>")
+        hooks.append(_find_module(model, layer).register_forward_hook(keep_first("layer")))
     for m in model.modules():
         if isinstance(m, AddInverse):
             hooks.append(m.register_forward_hook(keep_first("encoded")))
         elif isinstance(m, LogitLayer):
             hooks.append(m.register_forward_hook(keep_bias))
-    if layer is not None:
-        if channel is None:
-            raise ValueError("explaining a layer needs channel=<output channel index>")
-        hooks.append(_find_module(model, layer).register_forward_hook(keep_first("layer")))
-
-    training = {m: m.training for m in model.modules()}
-    # gradients w.r.t. the input only: switching the parameters' requires_grad off for the call skips
-    # their part of the graph and lets layers reuse cached normalised weights (restored below)
-    requires_grad = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
     try:
-        for p, _ in requires_grad:
-            p.requires_grad_(False)
-        with torch.enable_grad(), explanation_mode(model):
+        # inference_mode(False): a caller's inference-mode block must not turn our graph off
+        with (
+            torch.inference_mode(False),
+            torch.enable_grad(),
+            eval_mode(model),
+            input_gradients_only(model),
+            explanation_mode(model),
+        ):
             x = images.detach().clone().requires_grad_(True)
             logits = model(x)
             if not isinstance(logits, Tensor) or logits.dim() != 2:
@@ -236,10 +334,6 @@ def explain(
     finally:
         for h in hooks:
             h.remove()
-        for m, mode in training.items():
-            m.training = mode
-        for p, flag in requires_grad:
-            p.requires_grad_(flag)
     bias = bias_full.gather(1, t if t.dim() == 2 else t[:, None])
     return Explanation(
         inputs=source.detach(),

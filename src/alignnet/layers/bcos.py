@@ -13,6 +13,7 @@ the only difference in the state dict is that ``bcos`` stores the weight as ``li
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -65,13 +66,27 @@ def patch_norms(
     """L2 norm of every convolution patch, per group: ``(N, C, H, W) -> (N, groups, H', W')``.
 
     ``sqrt(k*k * avg_pool(sum_c x^2) + 1e-6)``; zero padding counts in the mean, so this is the
-    norm of the zero-padded patch exactly as the convolution sees it.
+    norm of the zero-padded patch exactly as the convolution sees it. Half-precision inputs
+    (float16, bfloat16) are squared and pooled in float32: the squares of float16 activations
+    above 256 overflow, and the result is returned in the input's dtype.
     """
     kh, kw = _pair(kernel_size)
-    squares = x * x
+    xs = x.float() if x.dtype in _LOW_PRECISION else x
+    squares = xs * xs
     squares = squares.unflatten(1, (groups, -1)).sum(2) if groups > 1 else squares.sum(1, keepdim=True)
     pooled = F.avg_pool2d(squares, (kh, kw), stride=stride, padding=padding)
-    return (pooled * (kh * kw) + _NORM_EPS).sqrt()
+    return (pooled * (kh * kw) + _NORM_EPS).sqrt().to(x.dtype)
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _vector_norms(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """``||x||`` over the last dimension (keepdim), accumulated in float32 for half-precision inputs."""
+    if x.dtype in _LOW_PRECISION:
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32) + eps
+        return norm.clamp_min(torch.finfo(x.dtype).tiny).to(x.dtype)
+    return torch.linalg.vector_norm(x, dim=-1, keepdim=True) + eps
 
 
 class _BcosScaling(torch.autograd.Function):
@@ -81,13 +96,23 @@ class _BcosScaling(torch.autograd.Function):
     backward pass (``lin``, ``|lin|``, the quotient, the power); this keeps only ``lin`` and
     ``norm`` and recomputes the rest, which on CPU also saves passes over memory. In explanation
     mode (``detach``) the factor is a constant and only ``d out / d lin = factor`` flows back.
+
+    ``forward`` + ``setup_context`` (not a ``ctx`` argument) and ``generate_vmap_rule`` make the
+    function work under ``torch.func`` (``grad``, ``vmap``, ``jacrev``); the backward is built from
+    differentiable tensor operations, so double backward works too (``gradgradcheck`` in the tests).
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, lin: Tensor, norm: Tensor, b: float, detach: bool) -> Tensor:
+    def forward(lin: Tensor, norm: Tensor, b: float, detach: bool) -> Tensor:
+        return lin * _dynamic_factor(lin, norm, b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        lin, norm, b, detach = inputs
         ctx.save_for_backward(lin, norm)
         ctx.b, ctx.detach = b, detach
-        return lin * _dynamic_factor(lin, norm, b)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -145,33 +170,73 @@ def _bcos_scaling(linear: Tensor, norm: Tensor, b: float, detach: bool) -> Tenso
     if _compiling():  # let the compiler see (and fuse) the plain elementwise ops
         factor = _dynamic_factor(linear.detach() if detach else linear, norm.detach() if detach else norm, b)
         return factor * linear
+    if norm.dtype != linear.dtype:  # autocast: the convolution ran in a lower precision than the norms
+        norm = norm.to(linear.dtype)
     return _BcosScaling.apply(linear, norm, b, detach)
 
 
-def _normalized(layer: nn.Module, dims: tuple[int, ...]) -> Tensor:
+def _row_norms(w: Tensor) -> Tensor:
+    """L2 norm of each output row of a weight ``(O, ...)``, shaped to broadcast against it."""
+    return torch.linalg.vector_norm(w.flatten(1), dim=1).view(-1, *([1] * (w.dim() - 1)))
+
+
+def _cache_key(w: Tensor) -> tuple | None:
+    """What identifies the current values of ``w`` without reading them, or None when they cannot be
+    tracked (functorch transforms, tensors without a version counter)."""
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return None  # under torch.func the weight may be a transformed (batched / gradient) tensor
+    try:
+        return (w._version, w.data_ptr(), w.dtype, w.device)
+    except RuntimeError:  # inference tensors have no version counter
+        return None
+
+
+def _normalized(layer: nn.Module) -> Tensor:
     """``weight / ||weight||`` per output row.
 
     When no gradient w.r.t. the weight is needed (inference, or :func:`alignnet.explain`, which
-    needs gradients w.r.t. the input only) the result is cached and reused until the weight changes
-    (its version counter, storage, dtype or device): re-normalising on every call cost about a fifth
-    of a B-cos ResNet's inference time, and a stable weight tensor lets oneDNN reuse its packed copy.
+    needs gradients w.r.t. the input only) the result is cached and reused while the weight is the
+    same tensor object with the same version counter, storage, dtype and device: re-normalising on
+    every call cost about a fifth of a B-cos ResNet's batch-1 inference time. The check reads no
+    weight values (no device sync, no copy). Every in-place change made through the parameter
+    (optimizer steps, ``load_state_dict``, ``with torch.no_grad(): weight[i] += 1``,
+    ``weight.detach().add_()``) bumps the version counter; a new tensor (``.to()``, pruning or
+    tying hooks that assign ``weight``) fails the identity check. The one change no version
+    counter sees is an in-place edit through ``weight.data`` (by PyTorch's design ``.data`` has
+    its own counter; autograd cannot see such edits either): edit under ``torch.no_grad()``
+    instead, or call :meth:`clear_cache` after it.
+
+    The cached tensor is computed outside inference mode, so a forward pass under
+    ``torch.inference_mode()`` never leaves an inference tensor behind for a later backward pass.
     """
     w = layer.weight
     if torch.jit.is_scripting() or (torch.is_grad_enabled() and w.requires_grad) or _compiling():
-        return w / torch.linalg.vector_norm(w, dim=dims, keepdim=True)
-    key = (w._version, w.data_ptr(), w.dtype, w.device)
-    # edits through ``weight.data`` do not bump the version counter: a strided sample of the values
-    # (~256 of them, a few microseconds) catches a replaced weight as well
-    sample = w.detach().reshape(-1)[:: max(1, w.numel() // 256)]
+        return w / _row_norms(w)
+    key = _cache_key(w)
+    if key is None:
+        return w / _row_norms(w)
     cache = layer.__dict__.get("_w_hat_cache")
-    if cache is None or cache[0] != key or not torch.equal(cache[1], sample):
-        with torch.no_grad():
-            cache = (key, sample.clone(), w / torch.linalg.vector_norm(w, dim=dims, keepdim=True))
-        layer.__dict__["_w_hat_cache"] = cache
-    return cache[2]
+    if cache is not None and cache[0] == key and cache[1]() is w:
+        return cache[2]
+    with torch.inference_mode(False), torch.no_grad():
+        w_hat = w / _row_norms(w)
+    layer.__dict__["_w_hat_cache"] = (key, weakref.ref(w), w_hat)
+    return w_hat
 
 
-class BcosConv2d(DynamicLinear):
+class _CachedWeight(DynamicLinear):
+    """Drops the normalised-weight cache whenever the module's tensors are converted or moved."""
+
+    def clear_cache(self) -> None:
+        """Forget the cached normalised weight (needed only after editing ``weight.data`` in place)."""
+        self.__dict__.pop("_w_hat_cache", None)
+
+    def _apply(self, fn, recurse: bool = True):
+        self.clear_cache()  # never keep a copy on the old device / in the old dtype
+        return super()._apply(fn, recurse)
+
+
+class BcosConv2d(_CachedWeight):
     """B-cos 2D convolution.
 
     Parameters
@@ -215,7 +280,7 @@ class BcosConv2d(DynamicLinear):
 
     def normalized_weight(self) -> Tensor:
         """Unit-norm weight rows ``w_hat`` (each over ``in/groups * k * k``); cached when no gradient is needed."""
-        return _normalized(self, (1, 2, 3))
+        return _normalized(self)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -244,7 +309,7 @@ class BcosConv2d(DynamicLinear):
         return s
 
 
-class BcosLinear(DynamicLinear):
+class BcosLinear(_CachedWeight):
     """B-cos linear layer: ``(*, in_features) -> (*, out_features)``; arguments as :class:`BcosConv2d`."""
 
     def __init__(
@@ -264,7 +329,7 @@ class BcosLinear(DynamicLinear):
 
     def normalized_weight(self) -> Tensor:
         """Unit-norm weight rows ``w_hat``; cached when no gradient is needed."""
-        return _normalized(self, (1,))
+        return _normalized(self)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
@@ -273,7 +338,7 @@ class BcosLinear(DynamicLinear):
         if self.max_out > 1:
             out = _max_out(out.unflatten(-1, (self.out_features, self.max_out)), -1)
         if self.b != 1:
-            norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True) + 1e-12
+            norm = _vector_norms(x)
             out = _bcos_scaling(out, norm, self.b, self.detach)
         return out if self.scale is None else out / self.scale
 

@@ -101,7 +101,12 @@ class DAUConv2d(DynamicLinear):
         utx = F.conv2d(x, ut_kernel, None, self.stride, self.padding)
         utx = utx.unflatten(1, (self.out_channels, self.rank))  # (N, O, r, H', W')
         bx = F.conv2d(x, b.view(self.out_channels, self.in_channels, kh, kw), None, self.stride, self.padding)
-        # ||w_o(x)||^2 in rank space
+        # ||w_o(x)||^2 in rank space. In float16 / bfloat16 the squared norms and the sums below
+        # overflow or lose the small terms, so this part runs in float32 (the convolutions above,
+        # where the work is, stay in the input's precision).
+        low = h.dtype in (torch.float16, torch.bfloat16)
+        if low:
+            h, utx, bx, u, b = h.float(), utx.float(), bx.float(), u.float(), b.float()
         gram = torch.einsum("odr,ods->ors", u, u)  # (O, r, r)
         utb = torch.einsum("odr,od->or", u, b)  # (O, r)
         bb = (b * b).sum(1)  # (O,)
@@ -111,8 +116,8 @@ class DAUConv2d(DynamicLinear):
         factor = self._norm_factor(norm)
         if self.detach:  # in explanation mode W(x) is a constant: detach h and the norm
             h, factor = h.detach(), factor.detach()
-        out = (h.unsqueeze(1) * utx).sum(2) + bx
-        return out * factor
+        out = ((h.unsqueeze(1) * utx).sum(2) + bx) * factor
+        return out.to(x.dtype) if low else out
 
     def extra_repr(self) -> str:
         return (

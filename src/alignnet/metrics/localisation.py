@@ -229,11 +229,13 @@ def evaluate_localisation(
     if len(grids) == 0:
         raise ValueError("no grid could be formed: too few correctly and confidently classified images per class")
     classes = labels.numpy()[grids]
+    # settings that depend on the input (GradCAM's default layer) are resolved before they are recorded
+    recorded_config = attributor.prepare(tile_grids(images[torch.from_numpy(grids[:1])], grid).to(device))
     config = {
         "metric": "localisation",
         "model_hash": model_hash(model),
         "method": name,
-        "method_config": attributor.config(),
+        "method_config": recorded_config,
         "grid": int(grid),
         "n_grids": int(n_grids),
         "grids_made": len(grids),

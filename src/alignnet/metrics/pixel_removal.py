@@ -23,7 +23,7 @@ from ..attribution import Attributor, EncodedModel
 from ..layers import eval_mode
 from ._common import as_tensors, model_device, model_hash, resolve_method, save_result
 
-__all__ = ["PixelRemovalResult", "evaluate_pixel_removal", "removal_counts", "removal_curves"]
+__all__ = ["PixelRemovalResult", "evaluate_pixel_removal", "removal_counts", "removal_curves", "removal_ranks"]
 
 ORDERS = ("least", "most")
 
@@ -33,6 +33,45 @@ def removal_counts(n_pixels: int, fraction: float = 0.25, steps: int = 128) -> n
     if not 0 < fraction <= 1 or int(steps) < 2:
         raise ValueError(f"need 0 < fraction <= 1 and steps >= 2, got {fraction}, {steps}")
     return np.round(np.linspace(0, fraction * n_pixels, int(steps))).astype(np.int64)
+
+
+def tie_break_keys(n: int, n_pixels: int, seed: int, first: int = 0) -> Tensor:
+    """``(n, n_pixels)`` random keys in [0, 1) that order equally important pixels.
+
+    Image ``first + i`` of a run always gets the same keys for a seed, whatever the batching
+    (each image's keys come from a generator seeded with ``(seed, image index)``).
+    """
+    keys = torch.empty(n, n_pixels, dtype=torch.float64)
+    for i in range(n):
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + first + i)
+        keys[i] = torch.rand(n_pixels, generator=g, dtype=torch.float64)
+    return keys
+
+
+def removal_ranks(attributions: Tensor, order: str = "least", seed: int = 0, first: int = 0) -> Tensor:
+    """Removal position of every pixel, ``(N, H, W)`` or ``(N, C, H, W)`` -> ``(N, H*W)`` long in ``[0, H*W)``.
+
+    Pixels are sorted by their summed attribution, least (``order="least"``) or most important
+    first; *ties are broken in a random order* drawn from ``seed`` (:func:`tie_break_keys`; image
+    ``first + i`` of a run gets the same order whatever the batching). A raster-order tie-break
+    would remove the top rows of a piecewise-constant map (GradCAM, occlusion, LIME) first.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be 'least' or 'most', got {order!r}")
+    a = attributions.sum(1) if attributions.dim() == 4 else attributions
+    if a.dim() != 3:
+        raise ValueError(f"attributions must be (N, H, W) or (N, C, H, W), got {tuple(attributions.shape)}")
+    n, h, w = a.shape
+    importance = a.reshape(n, h * w).double()
+    if order == "most":
+        importance = -importance
+    keys = tie_break_keys(n, h * w, seed, first).to(importance.device)
+    # sort by the random keys first, then stably by importance: ties keep the random order
+    shuffle = torch.argsort(keys, dim=1)
+    ranking = shuffle.gather(1, torch.argsort(importance.gather(1, shuffle), dim=1, stable=True))
+    rank = torch.empty_like(ranking)
+    rank.scatter_(1, ranking, torch.arange(h * w, device=ranking.device).expand(n, -1))
+    return rank
 
 
 @torch.no_grad()
@@ -45,6 +84,8 @@ def removal_curves(
     fraction: float = 0.25,
     steps: int = 128,
     forward_batch: int = 512,
+    seed: int = 0,
+    first: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Target probability while pixels are removed in the order of their attribution.
 
@@ -57,12 +98,14 @@ def removal_curves(
     targets:
         ``(N,)`` classes whose probability is tracked.
     attributions:
-        ``(N, C, H, W)`` or ``(N, H, W)``; summed over channels to rank the pixels. Ties are
-        broken by pixel index (row-major), earlier first.
+        ``(N, C, H, W)`` or ``(N, H, W)``; summed over channels to rank the pixels.
     order:
         ``"least"`` (least important first) or ``"most"``.
     forward_batch:
         Masked copies per forward pass.
+    seed, first:
+        Ties in the ranking are broken randomly with ``seed``; ``first`` is the index of
+        ``images[0]`` in the whole run (see :func:`removal_ranks`).
 
     Returns
     -------
@@ -70,16 +113,18 @@ def removal_curves(
     """
     if order not in ORDERS:
         raise ValueError(f"order must be 'least' or 'most', got {order!r}")
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
     a = attributions.sum(1) if attributions.dim() == 4 else attributions
     n, _, h, w = images.shape
     if a.shape != (n, h, w):
         raise ValueError(f"attributions {tuple(attributions.shape)} do not match images {tuple(images.shape)}")
+    targets = torch.as_tensor(targets, device=images.device).long()
+    if targets.shape != (n,):
+        raise ValueError(f"targets must have shape ({n},), got {tuple(targets.shape)}")
     counts_np = removal_counts(h * w, fraction, steps)
     counts = torch.from_numpy(counts_np).to(images.device)
-    importance = a.reshape(n, h * w).float()
-    ranking = torch.argsort(importance if order == "least" else -importance, dim=1, stable=True)
-    rank = torch.empty_like(ranking)
-    rank.scatter_(1, ranking, torch.arange(h * w, device=images.device).expand(n, -1))  # position of each pixel
+    rank = removal_ranks(a, order, seed, first).to(images.device)  # position of each pixel
     encoded_model = EncodedModel(model)
     probs = torch.empty(n, len(counts_np))
     with eval_mode(model):
@@ -139,6 +184,7 @@ def evaluate_pixel_removal(
     method: str | Attributor = "ours",
     n_images: int = 1024,
     orders: tuple[str, ...] = ORDERS,
+    seed: int = 0,
     fraction: float = 0.25,
     steps: int = 128,
     method_config: dict | None = None,
@@ -152,6 +198,8 @@ def evaluate_pixel_removal(
     ----------
     orders:
         Which directions to run: ``"least"`` and/or ``"most"`` important first.
+    seed:
+        Seed of the random order among equally important pixels (recorded in the config).
     batch_size:
         Images attributed and perturbed per step.
     """
@@ -170,7 +218,7 @@ def evaluate_pixel_removal(
         x, t = images[i : i + batch_size].to(device), labels[i : i + batch_size].to(device)
         maps = attributor.attribute(x, t)
         for o in orders:
-            curves[o].append(removal_curves(model, x, t, maps, o, fraction, steps, forward_batch)[1])
+            curves[o].append(removal_curves(model, x, t, maps, o, fraction, steps, forward_batch, seed, first=i)[1])
     curves_np = {o: np.concatenate(c) for o, c in curves.items()}
     config = {
         "metric": "pixel-removal",
@@ -182,6 +230,8 @@ def evaluate_pixel_removal(
         "fraction": float(fraction),
         "steps": int(steps),
         "removal": "zero in the model's input encoding",
+        "tie_break": "random",
+        "seed": int(seed),
         "score": "sigmoid(target logit)",
     }
     summary = {

@@ -13,6 +13,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from ..layers import eval_mode
 from ._common import model_device
 
 __all__ = ["compare_figure", "plot_ablation", "plot_localisation_boxes", "plot_pixel_removal"]
@@ -134,11 +135,8 @@ def compare_figure(
     device = model_device(model)
     images = images.to(device)
     if targets is None:
-        with torch.no_grad():
-            training = model.training
-            model.eval()
+        with torch.no_grad(), eval_mode(model):
             targets = model(images).argmax(1)
-            model.train(training)
     targets = torch.as_tensor(targets, device=device).long().reshape(-1)[:n]
     maps: dict[str, np.ndarray | str] = {}
     for name in methods:
