@@ -154,6 +154,7 @@ def convert_to_bcos(root: nn.Module, b: float = 2.0) -> nn.Module:
             if not m._qkv_same_embed_dim or m.in_proj_bias is not None or m.out_proj.bias is not None:
                 raise ValueError(f"cannot B-cosify {name!r}: biased or key/value-dimension attention")
             new = BcosifiedAttention(m.embed_dim, m.num_heads, b, m.dropout, m.batch_first)
+            new = new.to(m.in_proj_weight.device, m.in_proj_weight.dtype)
             _copy(new.in_proj.weight, m.in_proj_weight)
             _copy(new.out_proj.weight, m.out_proj.weight)
             return new
@@ -165,6 +166,7 @@ def convert_to_bcos(root: nn.Module, b: float = 2.0) -> nn.Module:
             new = BcosifiedLinear(m.in_features, m.out_features, b=b)
         else:
             return None
+        new = new.to(m.weight.device, m.weight.dtype)
         _copy(new.weight, m.weight)
         return new
 

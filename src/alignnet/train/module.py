@@ -43,7 +43,7 @@ def build_model(config: ModelConfig, init_from: str | None = None) -> nn.Module:
 
         arch = config.name[len(_TORCHVISION) :]
         if init_from is not None and not _is_file(init_from) and config.bcosify is not None:
-            weights = torchvision.models.get_model_weights(arch)[init_from.split(".")[-1]]
+            weights = _torchvision_weights(arch, init_from)
             num_classes = len(weights.meta["categories"])  # bcosify replaces the head if it differs
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **args)
         model.model_name, model.model_args = config.name, {"num_classes": num_classes, **args}
@@ -78,6 +78,17 @@ def _saved_model_name(spec: str) -> str | None:
     return meta.get("alignnet.model") or meta.get("model_name")
 
 
+def _torchvision_weights(arch: str, spec: str):
+    import torchvision
+
+    weights_enum = torchvision.models.get_model_weights(arch)
+    try:
+        return weights_enum[spec.split(".")[-1]]
+    except KeyError:
+        names = ", ".join(w.name for w in weights_enum)
+        raise ValueError(f"init_from: {spec!r} is not a weights name of {arch}: {names}") from None
+
+
 def load_initial_weights(model: nn.Module, spec: str) -> nn.Module:
     """Copy initial weights into ``model`` (names and shapes checked) and return it.
 
@@ -95,15 +106,7 @@ def load_initial_weights(model: nn.Module, spec: str) -> nn.Module:
         return load_weights(model, load_file(spec), source=spec)
     name = getattr(model, "model_name", "")
     if isinstance(name, str) and name.startswith(_TORCHVISION):
-        import torchvision
-
-        weights_enum = torchvision.models.get_model_weights(name[len(_TORCHVISION) :])
-        try:
-            weights = weights_enum[spec.split(".")[-1]]
-        except KeyError:
-            raise ValueError(
-                f"init_from: {spec!r} is not a weights name of {name}: {', '.join(w.name for w in weights_enum)}"
-            ) from None
+        weights = _torchvision_weights(name[len(_TORCHVISION) :], spec)
         return load_weights(model, weights.get_state_dict(progress=False), source=f"torchvision weights {spec}")
     try:
         from .. import load_pretrained
