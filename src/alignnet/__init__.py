@@ -6,7 +6,6 @@ Every model is an input-dependent linear map ``logits = W(x) x + b``; :func:`exp
 
 from ._version import __version__
 from .bcosification import bcosify
-from .bcosification import bcosify
 from .explanation import Explanation, colour_explanation, explain, plot_contribution_map
 from .layers import explanation_mode
 from .models import create_model, list_models, load_model, save_model
@@ -15,7 +14,6 @@ from .pretrained import list_pretrained, load_pretrained, register_weights
 __all__ = [
     "Explanation",
     "__version__",
-    "bcosify",
     "bcosify",
     "colour_explanation",
     "create_model",
