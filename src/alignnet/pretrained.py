@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -291,10 +292,13 @@ def _download(entry: WeightsEntry, dest: Path, progress: bool) -> None:
                         bar.update(len(block))
             if total is not None and done != total:
                 raise WeightsDownloadError(f"the download of {url} stopped after {done} of {total} bytes")
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
             if isinstance(exc, WeightsDownloadError):
                 raise
-            reason = getattr(exc, "reason", exc)
+            if isinstance(exc, urllib.error.HTTPError):
+                reason = f"HTTP {exc.code} {exc.reason}"
+            else:
+                reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             raise WeightsDownloadError(
                 f"cannot download the weights {entry.name!r} from {url} ({reason}). Without a network, fetch "
                 f"that file elsewhere and put it at {dest} (it is verified before use), or set "
