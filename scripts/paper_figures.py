@@ -128,7 +128,7 @@ def main() -> None:
     print(f"\nfigures in {out}")
 
 
-# CoDA-Net CIFAR-10 temperature ablation, REFERENCE.md section 10 (published result arrays)
+# CoDA-Net CIFAR-10 temperature ablation, docs/metrics.md#coda-net-on-cifar-10 (published result arrays)
 PUBLISHED_T = {
     "localisation": ([10, 50, 100, 500, 1000, 5000], [0.314, 0.445, 0.637, 0.840, 0.912, 0.908]),
     "pixel-removal": ([10, 50, 100, 500, 1000, 5000], [0.628, 0.778, 0.805, 0.930, 0.962, 0.964]),

@@ -3,7 +3,7 @@
 #   CoDA temperature T in {10, 100}: the `fmnist-coda` preset (4 epochs, all 60,000 images) with only T changed;
 #     T=1000 is the shipped src/alignnet/weights/fmnist_coda.safetensors, trained with the same preset.
 #   B-cos b in {1, 1.5, 2, 2.5}: the `fmnist-bcos` preset with the paper's per-b layer scale and logit temperature
-#     (model.paper_ablation=true, REFERENCE.md section 6), 2 epochs over all 60,000 images.
+#     (model.paper_ablation=true, docs/models.md#b-ablation), 2 epochs over all 60,000 images.
 # Two queues run in parallel, one CPU thread per run. Usage: bash scripts/train_ablations.sh [RUNS_DIR]
 # Then: alignnet evaluate --ablation temperature|b --model RUNS_DIR/.../model.safetensors ... (see benchmarks/RESULTS.md).
 set -euo pipefail

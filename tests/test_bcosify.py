@@ -1,4 +1,4 @@
-"""B-cosification (REFERENCE.md section 14): each recipe step against an independent reference, exact
+"""B-cosification (docs/bcosification.md#the-recipe): each recipe step against an independent reference, exact
 explanations (completeness in float64) for every supported family, the untouched source, clear errors,
 save/load of the recipe, adaptive gradient clipping and the fine-tuning presets. Nothing is downloaded."""
 

@@ -1,4 +1,4 @@
-"""Colour explanations (REFERENCE.md section 5) on hand-made inputs with known answers, and plots."""
+"""Colour explanations (docs/algorithms.md#colour-explanations) on hand-made inputs with known answers, and plots."""
 
 import numpy as np
 import pytest

@@ -20,7 +20,7 @@ def unfold_norms(x, k, stride, padding, groups):
 
 
 def reference_bcos_conv(layer: BcosConv2d, x, general: bool = False):
-    """The B-cos formula evaluated patch by patch from F.unfold (REFERENCE.md section 3).
+    """The B-cos formula evaluated patch by patch from F.unfold (docs/algorithms.md#b-cos-layer).
 
     B != 2 (or ``general``) uses ``(|cos| + 1e-6)^(B-1)`` as the bcos package does; B = 2 uses ``|cos|``.
     """

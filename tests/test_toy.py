@@ -1,4 +1,4 @@
-"""The B-cos toy example (REFERENCE.md section 12) and ``alignnet toy``."""
+"""The B-cos toy example (docs/algorithms.md#toy-example) and ``alignnet toy``."""
 
 import math
 

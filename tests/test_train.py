@@ -86,7 +86,7 @@ def test_paper_ablation_sets_scale_and_temperature():
         apply_overrides(load_preset("bcos-cifar10-9l"), ["model.args.b=1.5", "model.args.width=0.125"])
     )
     model = build_model(c.model)
-    assert model.logit_layer.temperature == 1e-2  # REFERENCE.md section 6, B=1.5
+    assert model.logit_layer.temperature == 1e-2  # docs/models.md#b-ablation, B=1.5
     convs = [m for m in model.modules() if type(m).__name__ == "BcosConv2d"]
     assert all(m.b == 1.5 and math.isclose(m.scale, 10**-0.5) for m in convs)
 

@@ -7,7 +7,7 @@ Stages (each timed, each with a progress bar):
 3. explanations of a handful of test images: colour explanations and contribution maps of the
    top-3 classes;
 4. our explanation next to GradCAM, Integrated Gradients and Occlusion for the same images;
-5. localisation on 2x2 grids (REFERENCE.md section 8) for ours and those baselines;
+5. localisation on 2x2 grids (docs/metrics.md#localisation-grid-pointing-game) for ours and those baselines;
 6. a synthetic clip of real test images (translation, zoom, a second item entering) explained
    frame by frame, written as a GIF, with its stability (mean correlation of consecutive maps);
 7. ``index.html`` linking every figure, and a short text summary.

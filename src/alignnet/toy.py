@@ -1,4 +1,4 @@
-"""The B-cos toy example (REFERENCE.md section 12; B-cos v1, Figure 2).
+"""The B-cos toy example (docs/algorithms.md#toy-example; B-cos v1, Figure 2).
 
 Two-dimensional points from three clusters: one cluster is the class, the two others are the
 negatives. A single B-cos unit ``logit = gain * |cos(x, w)|^(B-1) * (w_hat . x) + bias`` with a

@@ -1,4 +1,4 @@
-"""Explaining videos frame by frame (REFERENCE.md section 11).
+"""Explaining videos frame by frame (docs/video.md#video-explanations).
 
 Read the frames, predict each, explain the class predicted most often (or a given class) in
 every frame, and write frame | colour explanation | contribution map side by side as a GIF or

@@ -6,7 +6,7 @@ sum of its output over the channels*; the metrics only ever use that sum.
 
 Input space. The papers' models start with :class:`~alignnet.layers.AddInverse`, which turns an
 RGB image into the 6-channel encoding ``[x, 1 - x]``; "removing" a pixel means zeroing it *in that
-encoding* (REFERENCE.md sections 2 and 9). So for such models every method here works on the
+encoding* (docs/algorithms.md#input-encoding and docs/metrics.md#pixel-removal). So for such models every method here works on the
 encoded input: gradients are taken w.r.t. the 6 encoded channels, Integrated Gradients and
 DeepLIFT use the zero *encoding* as baseline, and occlusion / RISE / LIME remove pixels by zeroing
 their encoding. The 6-channel attribution ``A`` is mapped back to the image by summing each

@@ -1,6 +1,6 @@
 """LIME (Ribeiro et al., 2016) through captum's ``Lime``, with the papers' superpixel setting.
 
-Setting (REFERENCE.md section 7: "500 samples, superpixels of size 4, 5 features"): superpixels
+Setting (docs/metrics.md#post-hoc-baselines: "500 samples, superpixels of size 4, 5 features"): superpixels
 are scikit-image's quickshift segments with the LIME package's defaults ``kernel_size=4,
 max_dist=200, ratio=0.2``; 500 random subsets of superpixels are kept (removed ones are zeroed in
 the encoding) and a weighted ridge regression (``alpha=1``, as the LIME package) of the target

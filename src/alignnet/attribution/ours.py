@@ -1,4 +1,4 @@
-"""``ours``: the exact dynamic-linear contributions of :func:`alignnet.explain` (REFERENCE.md section 1).
+"""``ours``: the exact dynamic-linear contributions of :func:`alignnet.explain` (docs/algorithms.md#dynamic-linear-models).
 
 For a model starting with ``AddInverse`` the explanation lives on the 6 encoded channels; the
 contribution of an RGB pixel's colour channel ``c`` is ``W[c] x[c] + W[c+3] (1 - x[c])`` (the sum

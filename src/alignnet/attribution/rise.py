@@ -1,4 +1,4 @@
-"""RISE: randomized input sampling for explanation (Petsiuk et al., 2018), REFERENCE.md section 7.
+"""RISE: randomized input sampling for explanation (Petsiuk et al., 2018), docs/metrics.md#post-hoc-baselines.
 
 Written by hand because captum has no RISE. The saliency of pixel ``p`` for class ``c`` is the
 expected model score over random masks that keep ``p``:

@@ -2,7 +2,7 @@
 
 ``bcosify(model, num_classes)`` returns a new, dynamic-linear network; each recipe step is a function
 of :mod:`alignnet.bcosification.steps`; :func:`adaptive_clip_grad_` is the fine-tuning recipe's
-gradient clipping. REFERENCE.md section 14.
+gradient clipping. docs/bcosification.md.
 """
 
 from ._layers import (

@@ -1,4 +1,4 @@
-"""Layers that B-cosification needs beyond :mod:`alignnet.layers` (REFERENCE.md section 14).
+"""Layers that B-cosification needs beyond :mod:`alignnet.layers` (docs/bcosification.md#the-recipe).
 
 The converted network keeps the pretrained weights as they are, so its B-cos layers use the
 *unnormalised* weight ``w``: ``out = |w.x / ||x|||^(b-1) * (w.x)``. Everything else here makes a

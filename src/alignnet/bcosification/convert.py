@@ -1,4 +1,4 @@
-"""``bcosify``: a pretrained network -> a new B-cos network (REFERENCE.md section 14).
+"""``bcosify``: a pretrained network -> a new B-cos network (docs/bcosification.md#the-recipe).
 
 The recipe's steps live in :mod:`alignnet.bcosification.steps`; this module finds, per model family,
 the body (everything up to the last feature map or token sequence) and the classifier, runs the
@@ -328,7 +328,7 @@ def bcosify(
     input_spec: Any = None,
     trust: Sequence[type] = (),
 ) -> BcosifiedNetwork:
-    """Convert a trained network into a new B-cos network (B-cosification, REFERENCE.md section 14).
+    """Convert a trained network into a new B-cos network (B-cosification, docs/bcosification.md#the-recipe).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""The B-cosification recipe, one small transformation per step (REFERENCE.md section 14).
+"""The B-cosification recipe, one small transformation per step (docs/bcosification.md#the-recipe).
 
 Each function takes a module tree and converts it **in place** (``bcosify`` runs them on a copy):
 

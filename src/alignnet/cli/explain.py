@@ -1,7 +1,7 @@
 """``alignnet explain IMAGE... --model NAME_OR_PATH [--target K|pred|topN] [--out DIR] [--layers]``.
 
 For every image one PNG ``<stem>_explain.png`` with, per explained class, the image, the colour
-explanation (REFERENCE.md section 5) and the signed contribution map (red: for the class, blue:
+explanation (docs/algorithms.md#colour-explanations) and the signed contribution map (red: for the class, blue:
 against). ``--layers`` adds ``<stem>_layers.png``: the contribution map of the same logit at the
 input of every dynamic layer (:func:`layer_contributions`).
 """

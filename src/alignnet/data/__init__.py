@@ -1,7 +1,7 @@
 """Data: Fashion-MNIST (files and the embedded subset), CIFAR-10, ImageFolder, transforms.
 
 All readers return float images in ``[0, 1]`` without mean/std normalisation: the models encode
-their own input (REFERENCE.md section 2).
+their own input (docs/algorithms.md#input-encoding).
 """
 
 from .datasets import (

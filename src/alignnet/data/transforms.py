@@ -1,6 +1,6 @@
 """Image transforms for the paper models and a robust image loader.
 
-The models encode their own input (``AddInverse``, REFERENCE.md section 2), so every transform
+The models encode their own input (``AddInverse``, docs/algorithms.md#input-encoding), so every transform
 here ends in a float tensor in ``[0, 1]`` with **no mean/std normalisation**.
 
 - Fashion-MNIST: ``(28, 28)`` uint8 grey -> zero-pad 2 pixels per side to ``32 x 32`` -> grey

@@ -1,4 +1,4 @@
-"""Colour explanations of B-cos models (REFERENCE.md section 5).
+"""Colour explanations of B-cos models (docs/algorithms.md#colour-explanations).
 
 The 6-channel weights ``[r, g, b, 1-r, 1-g, 1-b]`` of a pixel say which colour the model looks
 for there; the opacity says how much that pixel contributes positively.

@@ -1,4 +1,4 @@
-"""Exact explanations of dynamic-linear networks (REFERENCE.md section 1).
+"""Exact explanations of dynamic-linear networks (docs/algorithms.md#dynamic-linear-models).
 
 In explanation mode the network is ``logits = W(x) x + b`` with ``W(x)`` a constant, so one
 backward pass of the selected logits gives ``W(x)[c]`` for the whole batch, and

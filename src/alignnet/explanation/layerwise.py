@@ -1,4 +1,4 @@
-"""Contribution maps of one logit at the input of every dynamic layer (REFERENCE.md section 1).
+"""Contribution maps of one logit at the input of every dynamic layer (docs/algorithms.md#layer-wise-contributions).
 
 In explanation mode the network is linear in the input ``a`` of each of its dynamic layers, so the
 logit's contribution map at that layer is ``sum_channels(d logit / d a * a)`` at that layer's

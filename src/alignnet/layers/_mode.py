@@ -1,4 +1,4 @@
-"""The explanation-mode switch shared by every dynamic layer (REFERENCE.md section 1).
+"""The explanation-mode switch shared by every dynamic layer (docs/algorithms.md#explanation-mode).
 
 A dynamic-linear layer computes ``out = W(x) x``. In explanation mode the input-dependent
 factor ``W(x)`` is detached from the autograd graph, so the gradient of an output with respect

@@ -1,4 +1,4 @@
-"""B-cos layers (REFERENCE.md section 3).
+"""B-cos layers (docs/algorithms.md#b-cos-layer).
 
 ``f(x) = |cos(x, w_hat)|^(B-1) * (w_hat . x)`` with unit-norm weights ``w_hat``. For
 convolutions ``||x||`` is the L2 norm of each receptive-field patch over all input channels
@@ -29,7 +29,7 @@ _COS_EPS = 1e-6  # added to |cos| for B != 2, keeps pow() differentiable at 0 (a
 
 
 def v1_scale(kernel_size: int | tuple[int, int], in_channels: int, factor: float = 100.0) -> float:
-    """The B-cos v1 output down-scale ``sqrt(k*k*C_in) / 100`` (REFERENCE.md section 3)."""
+    """The B-cos v1 output down-scale ``sqrt(k*k*C_in) / 100`` (docs/algorithms.md#output-scale)."""
     kh, kw = _pair(kernel_size)
     return math.sqrt(kh * kw * in_channels) / factor
 

@@ -1,4 +1,4 @@
-"""CoDA-Net Dynamic Alignment Units (REFERENCE.md section 4).
+"""CoDA-Net Dynamic Alignment Units (docs/algorithms.md#coda-dynamic-alignment-unit).
 
 Each output channel's weight vector is predicted from its input patch ``x`` (length
 ``D = C_in*k*k``) by a low-rank map, ``w_o(x) = U_o h(x) + b_o`` with ``h = W1 x`` (a k x k conv to

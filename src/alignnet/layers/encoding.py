@@ -1,4 +1,4 @@
-"""Input encoding and logit layer (REFERENCE.md sections 2-4)."""
+"""Input encoding and logit layer (docs/algorithms.md#input-encoding, docs/algorithms.md#logit-layer)."""
 
 from __future__ import annotations
 

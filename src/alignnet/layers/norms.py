@@ -1,4 +1,4 @@
-"""Uncentered (mean-free, bias-free) normalisation layers of B-cos v2 (REFERENCE.md section 3).
+"""Uncentered (mean-free, bias-free) normalisation layers of B-cos v2 (docs/algorithms.md#uncentered-normalisation).
 
 They only divide by a scale and never subtract a mean, so the network stays dynamic-linear;
 the scale (batch or token statistics) is a dynamic factor that explanation mode detaches.

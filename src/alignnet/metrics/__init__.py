@@ -1,4 +1,4 @@
-"""The papers' interpretability metrics (REFERENCE.md sections 8-9), their plots and the ``evaluate`` CLI.
+"""The papers' interpretability metrics (docs/metrics.md), their plots and the ``evaluate`` CLI.
 
 Pure tensor functions (:func:`make_grids`, :func:`tile_grids`, :func:`localisation_scores`,
 :func:`removal_curves`) and the protocols built on them (:func:`evaluate_localisation`,

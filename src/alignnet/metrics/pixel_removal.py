@@ -1,4 +1,4 @@
-"""Pixel-removal curves, REFERENCE.md section 9.
+"""Pixel-removal curves, docs/metrics.md#pixel-removal.
 
 Pixels are ranked by their summed attribution and removed (zeroed in the model's input encoding,
 i.e. after ``AddInverse``) least important first or most important first, up to ``fraction`` of
@@ -192,7 +192,7 @@ def evaluate_pixel_removal(
     forward_batch: int = 512,
     progress: bool = True,
 ) -> PixelRemovalResult:
-    """Pixel removal (REFERENCE.md section 9) on the first ``n_images`` images and their true classes.
+    """Pixel removal (docs/metrics.md#pixel-removal) on the first ``n_images`` images and their true classes.
 
     Parameters
     ----------

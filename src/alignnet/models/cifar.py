@@ -1,4 +1,4 @@
-"""The papers' 9-layer CIFAR-10 networks (REFERENCE.md sections 4 and 6).
+"""The papers' 9-layer CIFAR-10 networks (docs/models.md#cifar-10-networks).
 
 Both are plain stacks of dynamic layers on the 6-channel encoding, a global pool and a logit
 layer: B-cos v1 ``bcos_cifar10_9l`` (MaxOut 2, v1 scale, average pool) and CoDA-Net
@@ -24,7 +24,7 @@ _CODA_CHANNELS = [16, 16, 32, 32, 32, 64, 64, 64]  # + num_classes
 _CODA_RANKS = [32, 32, 64, 64, 64, 64, 64, 64, 64]
 _PRIOR_BIAS = math.log(0.1 / 0.9)  # logit of the 1-in-10 prior under BCE
 
-# B ablation of B-cos v1 (REFERENCE.md section 6): B -> (layer scale, logit temperature).
+# B ablation of B-cos v1 (docs/models.md#b-ablation): B -> (layer scale, logit temperature).
 B_ABLATION: dict[float, tuple[float, float]] = {
     1.0: (10**0.25, 1e-3),
     1.25: (10**-0.125, 1e-3),
@@ -79,7 +79,7 @@ def bcos_cifar10_9l(
     width: float = 1.0,
     logit_bias: float = _PRIOR_BIAS,
 ) -> PlainDynamicNet:
-    """B-cos v1 CIFAR-10 network: 9 B-cos convolutions (REFERENCE.md section 6).
+    """B-cos v1 CIFAR-10 network: 9 B-cos convolutions (docs/models.md#b-cos-v1-cifar-10-network).
 
     ``scale`` is each layer's output divisor (``"v1"``: ``sqrt(k*k*C_in)/100``); ``width``
     multiplies every channel count except the last. For the B ablation use
@@ -103,7 +103,7 @@ def coda_cifar10_9l(
     width: float = 1.0,
     logit_bias: float = _PRIOR_BIAS,
 ) -> PlainDynamicNet:
-    """CoDA-Net 9L-S-CoDA for CIFAR-10 (REFERENCE.md section 4): 9 DAU layers, sum pool.
+    """CoDA-Net 9L-S-CoDA for CIFAR-10 (docs/models.md#coda-net-9l-s-coda-sq): 9 DAU layers, sum pool.
 
     ``width`` multiplies the channel counts (except the last) and the ranks (ints >= 1).
     """

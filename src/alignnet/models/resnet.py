@@ -1,4 +1,4 @@
-"""B-cos ResNets and ResNeXts (REFERENCE.md sections 3 and 6; B-cos v2).
+"""B-cos ResNets and ResNeXts (docs/models.md#imagenet-models; B-cos v2).
 
 The torchvision layout without activations (the B-cos non-linearity is in the convolutions):
 convolution and norm layer types are passed in, so one definition builds the v2 networks

@@ -1,6 +1,6 @@
 """Adaptive gradient clipping (Brock et al., NFNets), as B-cos v2 and B-cosification train with it.
 
-REFERENCE.md section 15: unit-wise, a gradient row whose norm exceeds ``clip_factor * max(||weight row||,
+docs/models.md#adaptive-gradient-clipping: unit-wise, a gradient row whose norm exceeds ``clip_factor * max(||weight row||,
 eps)`` is scaled down to that bound. A row is the slice of one output unit: dim 0 of a weight with two
 or more dimensions (the norm over the other dims); a 0- or 1-dimensional parameter is one unit.
 """

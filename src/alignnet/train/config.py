@@ -44,9 +44,9 @@ class ModelConfig:
     args: dict[str, Any] = field(default_factory=dict)
     num_classes: int = 10
     # B-cos v1 B ablation: take each layer's scale and the logit temperature for args["b"]
-    # from the paper's table (REFERENCE.md section 6) instead of the layer defaults
+    # from the paper's table (docs/models.md#b-ablation) instead of the layer defaults
     paper_ablation: bool = False
-    # B-cosification (REFERENCE.md section 14): keyword arguments of alignnet.bcosify (b, keep_activation,
+    # B-cosification (docs/bcosification.md): keyword arguments of alignnet.bcosify (b, keep_activation,
     # b_warmup_epochs, mean, std, ...); the model named above (a baseline, a registry name or
     # "torchvision:<builder>") is built, initialised from TrainConfig.init_from, then B-cosified
     bcosify: dict[str, Any] | None = None
@@ -103,7 +103,7 @@ class TrainerConfig:
     limit_val_batches: float | int = 1.0
     progress_bar: bool = True
     num_threads: int | None = None  # torch CPU threads (None: torch's default); 1 is fastest on a busy CPU
-    # adaptive gradient clipping (NFNets; B-cos v2 and B-cosification, REFERENCE.md section 15): a gradient
+    # adaptive gradient clipping (NFNets; B-cos v2 and B-cosification, docs/models.md#adaptive-gradient-clipping): a gradient
     # row whose norm exceeds agc_clip_factor * max(weight row norm, agc_eps) is scaled down to it; null: off
     agc_clip_factor: float | None = None
     agc_eps: float = 1e-3

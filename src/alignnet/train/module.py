@@ -1,7 +1,7 @@
 """Lightning module around any registered model: BCE on one-hot targets, Adam(W), schedules.
 
 The papers train with binary cross-entropy on the logits against one-hot targets
-(REFERENCE.md sections 3-4), not softmax cross-entropy.
+(docs/algorithms.md#training-loss), not softmax cross-entropy.
 """
 
 from __future__ import annotations
