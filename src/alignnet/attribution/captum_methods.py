@@ -1,4 +1,4 @@
-"""Post-hoc baselines through captum (REFERENCE.md section 7).
+"""Post-hoc baselines through captum (docs/metrics.md#post-hoc-baselines).
 
 All of them run on the model as a function of its encoded input (see :mod:`._base`), and return
 the attribution mapped back to the image's channels.
@@ -268,9 +268,17 @@ class OcclusionAttributor(Attributor):
     def config(self) -> dict:
         return {"size": self.size, "stride": self.stride, "baseline": "zero encoding"}
 
+    def _check_size(self, images: Tensor) -> None:
+        if self.size > min(images.shape[-2:]):
+            raise ValueError(
+                f"{self.name}: the {self.size}x{self.size} occlusion window is larger than the images "
+                f"({images.shape[-2]}x{images.shape[-1]}); choose size <= {min(images.shape[-2:])}"
+            )
+
     def _attribute(self, images: Tensor, targets: Tensor) -> Tensor:
         from captum.attr import Occlusion
 
+        self._check_size(images)
         x = self.encoded.encode(images)
         c = x.shape[1]
         with torch.no_grad():
@@ -307,6 +315,7 @@ class OcclusionAttributor(Attributor):
         # every occluded copy once and reads all K classes from it (K times fewer forward passes for
         # localisation grids). Same windows, zero-encoding baseline and averaging as captum's
         # (tests/test_attribution.py compares the two).
+        self._check_size(images)
         x = self.encoded.encode(images)  # (n, C, H, W)
         windows = self.window_masks(*x.shape[-2:], x.device, x.dtype)  # (P, H, W)
         base = self.encoded(x).gather(1, targets)  # (n, K)

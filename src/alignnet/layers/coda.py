@@ -101,12 +101,19 @@ class DAUConv2d(DynamicLinear):
         utx = F.conv2d(x, ut_kernel, None, self.stride, self.padding)
         utx = utx.unflatten(1, (self.out_channels, self.rank))  # (N, O, r, H', W')
         bx = F.conv2d(x, b.view(self.out_channels, self.in_channels, kh, kw), None, self.stride, self.padding)
-        # ||w_o(x)||^2 in rank space. In float16 / bfloat16 the squared norms and the sums below
-        # overflow or lose the small terms, so this part runs in float32 (the convolutions above,
+        # ||w_o(x)||^2 in rank space. In float16 / bfloat16 the squared norms and the sums
+        # overflow or lose the small terms, so that part runs in float32 (the convolutions above,
         # where the work is, stay in the input's precision).
         low = h.dtype in (torch.float16, torch.bfloat16)
-        if low:
-            h, utx, bx, u, b = h.float(), utx.float(), bx.float(), u.float(), b.float()
+        if not low:
+            return self._combine(h, utx, bx, u, b)
+        # autocast would run the einsums in half precision again: switch it off for this part
+        with torch.autocast(x.device.type, enabled=False):
+            out = self._combine(h.float(), utx.float(), bx.float(), u.float(), b.float())
+        return out.to(h.dtype)
+
+    def _combine(self, h: Tensor, utx: Tensor, bx: Tensor, u: Tensor, b: Tensor) -> Tensor:
+        """``w_o(x)_norm . x`` from the rank-space pieces (see the module docstring)."""
         gram = torch.einsum("odr,ods->ors", u, u)  # (O, r, r)
         utb = torch.einsum("odr,od->or", u, b)  # (O, r)
         bb = (b * b).sum(1)  # (O,)
@@ -116,8 +123,7 @@ class DAUConv2d(DynamicLinear):
         factor = self._norm_factor(norm)
         if self.detach:  # in explanation mode W(x) is a constant: detach h and the norm
             h, factor = h.detach(), factor.detach()
-        out = ((h.unsqueeze(1) * utx).sum(2) + bx) * factor
-        return out.to(x.dtype) if low else out
+        return ((h.unsqueeze(1) * utx).sum(2) + bx) * factor
 
     def extra_repr(self) -> str:
         return (
