@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..explanation.dynamic_linear import check_images, check_target_range, resolve_target_alias
+from ..explanation.dynamic_linear import as_model_input, check_images, check_target_range, resolve_target_alias
 from ..layers import AddInverse, DynamicLinear, eval_mode
 
 __all__ = [
@@ -220,6 +220,7 @@ class Attributor:
             ``0..num_classes-1`` (the message names the range), targets of the wrong shape.
         """
         targets = resolve_target_alias(targets, target)
+        dtype = images.dtype if isinstance(images, Tensor) else None
         images = _check_images(self.model, images)
         with eval_mode(self.model):
             t = self._resolve_targets(images, targets)
@@ -227,7 +228,7 @@ class Attributor:
                 self._attribute(images[i : i + self.batch_size], t[i : i + self.batch_size])
                 for i in range(0, images.shape[0], self.batch_size)
             ]
-        result = torch.cat(out).detach().to(images.dtype)
+        result = torch.cat(out).detach().to(dtype)
         if result.shape != images.shape:
             raise RuntimeError(f"{self.name} returned shape {tuple(result.shape)} for images {tuple(images.shape)}")
         return result
@@ -243,6 +244,7 @@ class Attributor:
         targets = resolve_target_alias(targets, target)
         if targets is None:
             raise TypeError("attribute_maps needs targets: an (N, K) tensor of class indices")
+        dtype = images.dtype if isinstance(images, Tensor) else None
         images = _check_images(self.model, images)
         targets = _check_target_values(_as_target_tensor(targets, images.device))
         if targets.dim() != 2 or targets.shape[0] != images.shape[0]:
@@ -251,12 +253,12 @@ class Attributor:
         with eval_mode(self.model):
             check_target_range(targets, self._num_outputs(images))
         if type(self)._attribute_maps is Attributor._attribute_maps:
-            maps = self.attribute(images.repeat_interleave(k, 0), targets.reshape(-1)).sum(1)
+            maps = self.attribute(images.repeat_interleave(k, 0), targets.reshape(-1)).sum(1).to(dtype)
             return maps.view(n, k, *maps.shape[-2:])
         step = max(1, self.batch_size // k)  # at most batch_size maps per chunk
         with eval_mode(self.model):
             out = [self._attribute_maps(images[i : i + step], targets[i : i + step]) for i in range(0, n, step)]
-        return torch.cat(out).detach().to(images.dtype)
+        return torch.cat(out).detach().to(dtype)
 
     def _attribute_maps(self, images: Tensor, targets: Tensor) -> Tensor:
         """Optional: ``(n, C, H, W), (n, K) -> (n, K, H, W)`` for one chunk, sharing work between classes."""
@@ -321,4 +323,4 @@ def _check_target_values(t: Tensor) -> Tensor:
 
 def _check_images(model: nn.Module, images: Tensor) -> Tensor:
     check_images(model, images)  # the same checks and messages as alignnet.explain
-    return images.detach()
+    return as_model_input(model, images)

@@ -19,6 +19,7 @@ from ..layers import AddInverse, LogitLayer, eval_mode, explanation_mode
 
 __all__ = [
     "Explanation",
+    "as_model_input",
     "check_images",
     "check_target_range",
     "explain",
@@ -151,6 +152,19 @@ def check_images(model: nn.Module, images: Tensor) -> None:
         )
 
 
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating-point parameter (None if it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def as_model_input(model: nn.Module, images: Tensor) -> Tensor:
+    """``images`` detached and in the model's floating-point dtype (float32 images for a float64 model
+    and the other way round are converted rather than failing inside the first layer)."""
+    dtype = model_dtype(model)
+    images = images.detach()
+    return images if dtype is None or images.dtype == dtype else images.to(dtype)
+
+
 def check_target_range(targets: Tensor, num_outputs: int) -> None:
     """Raise ``ValueError`` naming the valid range unless every entry of ``targets`` is in ``[0, num_outputs)``.
 
@@ -268,7 +282,8 @@ def explain(
 
     The model's train/eval mode, the parameters' ``requires_grad`` and ``.grad`` and the
     caller's ``images`` are left as they were; the model runs in eval mode for the call. It also
-    works inside ``torch.inference_mode()`` and ``torch.no_grad()`` blocks.
+    works inside ``torch.inference_mode()`` and ``torch.no_grad()`` blocks. Images are converted to
+    the model's dtype (e.g. float32 images for a ``.double()`` model).
 
     Raises
     ------
@@ -310,7 +325,7 @@ def explain(
             input_gradients_only(model),
             explanation_mode(model),
         ):
-            x = images.detach().clone().requires_grad_(True)
+            x = as_model_input(model, images).clone().requires_grad_(True)
             logits = model(x)
             if not isinstance(logits, Tensor) or logits.dim() != 2:
                 raise ValueError("explain needs a model whose output is a (N, num_classes) tensor")

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import DynamicLinear, eval_mode, explanation_mode
-from .dynamic_linear import check_images, check_target_range, input_gradients_only
+from .dynamic_linear import as_model_input, check_images, check_target_range, input_gradients_only
 
 __all__ = ["layer_contributions", "top_level_dynamic_layers"]
 
@@ -80,7 +80,7 @@ def layer_contributions(model: nn.Module, image: Tensor, target: int) -> list[tu
             input_gradients_only(model),
             explanation_mode(model),
         ):
-            x = image.detach().clone().requires_grad_(True)
+            x = as_model_input(model, image).clone().requires_grad_(True)
             logits = model(x)
             if not isinstance(logits, Tensor) or logits.dim() != 2:
                 raise ValueError("layer_contributions needs a model whose output is a (N, num_classes) tensor")
