@@ -33,7 +33,7 @@ def test_quick_demo_report_and_summary(quick_demo):
     assert all((out / f).is_file() and (out / f).stat().st_size > 1000 for f in links)  # links only files that exist
     assert {f.rsplit(".", 1)[1] for f in links} == {"png", "gif"}
     assert "http://" not in html and "https://" not in html and "<script" not in html  # self-contained
-    for stage in ("[1/7] load models", "[5/7] localisation", "[7/7] report"):
+    for stage in ("[1/8] load models", "[5/8] localisation", "[8/8] report"):
         assert stage in text
     assert f"report: {out / 'index.html'}" in text
     # the printed accuracy is the model's real accuracy on the embedded test set
@@ -90,3 +90,36 @@ def test_report_links_only_existing_files(tmp_path, monkeypatch):
     (tmp_path / "a.png").unlink()
     with pytest.raises(FileNotFoundError, match="a.png"):
         r.write()
+
+
+def test_imagenet_stage_skips_without_cached_weights_and_never_downloads(tmp_path, monkeypatch):
+    from alignnet.demo import DemoConfig, _imagenet_stage
+
+    monkeypatch.setenv("ALIGNNET_HOME", str(tmp_path / "home"))
+    info = _imagenet_stage(tmp_path, DemoConfig.quick(), None, progress=False)
+    assert "skipped" in info["note"] and "--imagenet bcos_resnet18" in info["note"]
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.slow
+def test_imagenet_stage_explains_real_photos_and_a_clip(tmp_path, monkeypatch):
+    """With ImageNet weights at hand (here random weights registered as a local file), stage 7 explains the
+    real photos installed packages carry, and the real street clip when one is installed."""
+    from alignnet import pretrained
+    from alignnet.data.samples import sample_photos, sample_video
+    from alignnet.demo import DemoConfig, _imagenet_stage
+
+    if not sample_photos():
+        pytest.skip("no real photos installed (scikit-image or foolbox)")
+    torch.manual_seed(0)
+    path = alignnet.save_model(alignnet.create_model("bcos_resnet18"), tmp_path / "r18.safetensors")
+    alignnet.register_weights("test_demo_r18", "bcos_resnet18", file=path, dataset="ImageNet")
+    try:
+        info = _imagenet_stage(tmp_path, DemoConfig.quick(), "test_demo_r18", progress=False)
+    finally:
+        pretrained._ENTRIES.pop("test_demo_r18")
+    assert len(info["predicted"]) == min(3, len(sample_photos())) and info["completeness"] < 1e-3
+    assert all(p in pretrained.imagenet_classes() for p in info["predicted"])
+    assert (tmp_path / "imagenet_photos.png").stat().st_size > 10_000
+    if sample_video() is not None:
+        assert (tmp_path / "imagenet_clip.gif").is_file() and -1 <= info["stability"] <= 1

@@ -10,7 +10,13 @@ Stages (each timed, each with a progress bar):
 5. localisation on 2x2 grids (docs/metrics.md#localisation-grid-pointing-game) for ours and those baselines;
 6. a synthetic clip of real test images (translation, zoom, a second item entering) explained
    frame by frame, written as a GIF, with its stability (mean correlation of consecutive maps);
-7. ``index.html`` linking every figure, and a short text summary.
+7. real photos and a real street clip explained by an ImageNet B-cos model, when one is already in
+   the weights cache or named with ``--imagenet NAME`` (the demo never downloads on its own; without
+   one the report says how to enable this stage);
+8. ``index.html`` linking every figure, and a short text summary.
+
+The B-cosified Fashion-MNIST model (``fmnist_bcosified``) joins the B-cos and CoDA models when this
+installation has its weights.
 
 Output folder: ``--out DIR``; a non-empty existing DIR is refused unless ``--force``. Without
 ``--out`` the demo writes to ``./alignnet-demo``, or to the first free ``./alignnet-demo-N`` when
@@ -49,12 +55,22 @@ class DemoConfig:
     localisation_methods: tuple[str, ...] = METHODS
     clip_frames: int = 36  # frames of the synthetic clip
     clip_size: int = 48  # side of the clip's square canvas (pixels)
-    models: tuple[str, ...] = ("bcos", "coda")
+    models: tuple[str, ...] = ("bcos", "coda", "bcosified")
     seed: int = 0
+    imagenet_photos: int = 6  # real photos explained by the ImageNet model (stage 7)
+    imagenet_frames: int = 16  # frames of the real street clip (stage 7)
 
     @classmethod
     def quick(cls) -> DemoConfig:
-        return cls(n_images=3, n_grids=2, localisation_methods=("ours", "gradcam"), clip_frames=12, clip_size=40)
+        return cls(
+            n_images=3,
+            n_grids=2,
+            localisation_methods=("ours", "gradcam"),
+            clip_frames=12,
+            clip_size=40,
+            imagenet_photos=3,
+            imagenet_frames=4,
+        )
 
 
 @dataclass
@@ -71,6 +87,7 @@ class DemoResult:
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # process CPU time (all threads) per stage
     sources: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    imagenet: dict = field(default_factory=dict)  # stage 7: model, photos, predictions, clip stability
 
     @property
     def total_seconds(self) -> float:
@@ -175,27 +192,35 @@ def run_demo(
     models: dict[str, str] | None = None,
     progress: bool = True,
     verbose: bool = True,
+    imagenet: str | None = None,
 ) -> DemoResult:
     """Run every stage, write the figures and ``index.html`` into ``out_dir``; returns the numbers.
 
-    ``models`` maps ``"bcos"``/``"coda"`` to a ``--model`` spec (default: the shipped models).
+    ``models`` maps ``"bcos"``/``"coda"``/``"bcosified"`` to a ``--model`` spec (default: the shipped
+    models). ``imagenet``: the ImageNet weights of stage 7 (downloaded if needed: the user asked for
+    them); None: the first official entry already in the cache, or the stage is skipped.
     """
     from .attribution import get_attributor
     from .data import FASHION_MNIST_CLASSES, load_embedded
     from .metrics import evaluate_localisation
     from .metrics.plots import compare_figure, plot_localisation_boxes
     from .models import resolve_model
+    from .pretrained import list_pretrained
     from .video import explain_frames, render_panels, synthetic_clip, write_animation
 
-    specs = {"bcos": "fmnist_bcos", "coda": "fmnist_coda"} | dict(models or {})
-    unknown = set(specs) - {"bcos", "coda"}
+    specs = {"bcos": "fmnist_bcos", "coda": "fmnist_coda"}
+    if "fmnist_bcosified" in list_pretrained():
+        specs["bcosified"] = "fmnist_bcosified"
+    specs |= dict(models or {})
+    specs = {k: v for k, v in specs.items() if v is not None and str(v).lower() != "none"}  # "none": skip it
+    unknown = set(specs) - {"bcos", "coda", "bcosified"}
     if unknown:
-        raise ValueError(f"models must be keyed by 'bcos' / 'coda', got {sorted(unknown)}")
+        raise ValueError(f"models must be keyed by 'bcos' / 'coda' / 'bcosified', got {sorted(unknown)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = DemoResult(out_dir)
     kinds = [k for k in config.models if k in specs]
-    total = 7
+    total = 8
     torch.manual_seed(config.seed)
 
     with _Stage(result, 1, total, "load models", verbose):
@@ -280,9 +305,83 @@ def run_demo(
             write_animation(out_dir / f"clip_{kind}.gif", render_panels(video), fps=8)
             result.stability[kind] = video.stability
 
-    with _Stage(result, 7, total, "report", verbose):
+    with _Stage(result, 7, total, "real photos and a street clip (ImageNet model)", verbose):
+        result.imagenet = _imagenet_stage(out_dir, config, imagenet, progress)
+        if verbose:
+            print(f"      {result.imagenet['note']}")
+
+    with _Stage(result, 8, total, "report", verbose):
         result.report = _write_report(result, out_dir, labels[picks[0]], completeness, config)
     return result
+
+
+def _imagenet_stage(out_dir: Path, config: DemoConfig, name: str | None, progress: bool) -> dict:
+    """Stage 7: real photos and a real clip explained by an ImageNet model, if one is at hand."""
+    from .data import fit_to_model
+    from .data.samples import sample_photos, sample_video
+    from .explanation import explain
+    from .pretrained import get_weights, is_cached, list_pretrained, load_pretrained
+
+    if name is None:
+        cached = [n for n in list_pretrained() if get_weights(n).dataset == "ImageNet" and is_cached(n)]
+        if not cached:
+            return {
+                "note": "skipped: no ImageNet weights in the cache. To explain real photos and a street clip, run "
+                "'alignnet demo --imagenet bcos_resnet18' (downloads the official B-cos ResNet-18 once, 45 MB; "
+                "'alignnet models --pretrained' lists the others)"
+            }
+        name = cached[0]
+    photos = sample_photos(config.imagenet_photos)
+    if not photos:
+        return {"note": "skipped: no real photos found (pip install scikit-image, or foolbox==3.3.4 --no-deps)"}
+    model = load_pretrained(name, progress=progress)
+    names = model.class_names
+    inputs = torch.stack([fit_to_model(model, p) for p, _ in photos])
+    e = explain(model, inputs)
+    preds = [int(t) for t in e.targets]
+    fig_path = out_dir / "imagenet_photos.png"
+    _photo_grid(inputs, e, [names[t] for t in preds], [None if y is None else names[y] for _, y in photos], fig_path)
+    info = {
+        "model": name,
+        "photos": [p.name for p, _ in photos],
+        "predicted": [names[t] for t in preds],
+        "labels": [None if y is None else names[y] for _, y in photos],
+        "completeness": e.completeness_error(),
+        "figure": fig_path,
+    }
+    labelled = [(t, y) for t, (_, y) in zip(preds, photos, strict=True) if y is not None]
+    if labelled:
+        info["top1"] = sum(t == y for t, y in labelled) / len(labelled)
+    clip = sample_video()
+    if clip is not None:
+        from .video import explain_frames, read_video, render_panels, write_animation
+
+        frames, _fps = read_video(clip, max_frames=config.imagenet_frames, stride=4)
+        video = explain_frames(model, fit_to_model(model, frames), progress=progress)
+        write_animation(out_dir / "imagenet_clip.gif", render_panels(video), fps=4)
+        info |= {"clip": clip.name, "clip_class": names[int(video.target)], "stability": video.stability}
+    info["note"] = f"{name}: {len(photos)} photos" + (f", clip {clip.name}" if clip is not None else "")
+    return info
+
+
+def _photo_grid(inputs: Tensor, e, predicted: list[str], labels: list[str | None], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from .explanation import colour_explanation, plot_contribution_map
+
+    n = len(inputs)
+    fig = Figure(figsize=(2.2 * n, 6.6))
+    axes = fig.subplots(3, n, squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(inputs[i].permute(1, 2, 0).numpy())
+        truth = f"\n(label: {labels[i]})" if labels[i] else ""
+        axes[0, i].set_title(f"{predicted[i][:22]}{truth[:32]}", fontsize=7)
+        axes[1, i].imshow(colour_explanation(e, i))
+        plot_contribution_map(e.contributions[i], ax=axes[2, i])
+        for row in range(3):
+            axes[row, i].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def _write_report(
@@ -341,6 +440,24 @@ def _write_report(
     report.table(["model", "stability"], [[k, v] for k, v in result.stability.items()])
     for kind in result.stability:
         report.figure(out_dir / f"clip_{kind}.gif", f"{kind}: clip explained frame by frame")
+    report.heading("Real photos and a street clip (ImageNet)")
+    info = result.imagenet
+    if "figure" in info:
+        top1 = f" Top-1 on the labelled photos: {100 * info['top1']:.0f} %." if "top1" in info else ""
+        report.text(
+            f"Model {info['model']} (pretrained weights). Per photo: the image as the model saw it (predicted class, "
+            f"and the photo's label when known), the colour explanation and the contribution map of the predicted "
+            f"class. Completeness error {info['completeness']:.1e}.{top1}"
+        )
+        report.figure(info["figure"], "real photos: prediction, colour explanation, contributions")
+        if "clip" in info:
+            report.text(
+                f"{info['clip']}: frames explained for {info['clip_class']!r} (the class predicted most often); "
+                f"stability {info['stability']:.3f}."
+            )
+            report.figure(out_dir / "imagenet_clip.gif", "real street clip explained frame by frame")
+    else:
+        report.text(info.get("note", "skipped"))
     report.heading("Time")
     report.table(
         ["stage", "wall seconds", "CPU seconds"],

@@ -49,6 +49,7 @@ __all__ = [
     "default_weights",
     "get_weights",
     "imagenet_classes",
+    "is_cached",
     "list_pretrained",
     "load_pretrained",
     "register_weights",
@@ -376,6 +377,15 @@ def weights_file(name: str, progress: bool = True) -> Path:
     if entry.file is None:
         raw.unlink(missing_ok=True)  # the converted file is all later calls read
     return converted
+
+
+def is_cached(name: str) -> bool:
+    """True when ``load_pretrained(name)`` needs no network (shipped, local file, or already converted)."""
+    entry = get_weights(name)
+    if entry.file is not None:
+        return True
+    tag = f"-{entry.expected_hash[:10]}" if entry.expected_hash else ""
+    return (cache_dir() / "weights" / f"{entry.name}{tag}.safetensors").is_file()
 
 
 def load_pretrained(name: str, progress: bool = True, device: str | torch.device | None = None) -> nn.Module:

@@ -18,6 +18,16 @@ def _summary(result: DemoResult) -> str:
         lines.append(f"  {kind} localisation mean (2x2): " + ", ".join(f"{m} {v:.3f}" for m, v in means.items()))
     for kind, s in result.stability.items():
         lines.append(f"  {kind} clip stability: {s:.3f}")
+    info = result.imagenet
+    if "figure" in info:
+        pairs = ", ".join(f"{p}: {c}" for p, c in zip(info["photos"], info["predicted"], strict=True))
+        lines.append(f"  imagenet ({info['model']}): {pairs}")
+        if "top1" in info:
+            lines.append(f"  imagenet top-1 on the labelled photos: {100 * info['top1']:.0f} %")
+        if "clip" in info:
+            lines.append(f"  imagenet clip {info['clip']}: {info['clip_class']}, stability {info['stability']:.3f}")
+    elif info:
+        lines.append(f"  imagenet: {info.get('note', 'skipped')}")
     lines.append(
         f"  time: {result.total_seconds:.1f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()) + ")"
     )
@@ -53,6 +63,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help="CoDA model, as --bcos (default: fmnist_coda); 'none' skips it",
     )
+    parser.add_argument(
+        "--bcosified",
+        default="fmnist_bcosified",
+        metavar="MODEL",
+        help="B-cosified model, as --bcos (default: fmnist_bcosified when this installation ships it); 'none' skips it",
+    )
+    parser.add_argument(
+        "--imagenet",
+        default=None,
+        metavar="WEIGHTS",
+        help="ImageNet weights for the real-photo and street-clip section, e.g. bcos_resnet18 (downloaded once if not "
+        "cached: you asked for it). Default: the first ImageNet weights already in the cache, else the section is "
+        "skipped with a note; the demo never downloads on its own",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -60,10 +84,14 @@ def run(args: argparse.Namespace) -> int:
     """``alignnet demo``."""
     out = choose_output_dir(args.out, args.force)
     config = DemoConfig.quick() if args.quick else DemoConfig()
-    specs = {"bcos": args.bcos}
-    if str(args.coda).lower() != "none":
-        specs["coda"] = args.coda
+    from ..pretrained import get_weights, list_pretrained
+
+    specs = {"bcos": args.bcos, "coda": args.coda}
+    if args.bcosified != "fmnist_bcosified" or "fmnist_bcosified" in list_pretrained():
+        specs["bcosified"] = args.bcosified
+    if args.imagenet is not None:
+        get_weights(args.imagenet)  # an unknown name fails before any work
     print(f"alignnet demo -> {out}")
-    result = run_demo(out, config, specs, progress=not args.no_progress)
+    result = run_demo(out, config, specs, progress=not args.no_progress, imagenet=args.imagenet)
     print(_summary(result))
     return 0
