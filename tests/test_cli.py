@@ -11,7 +11,8 @@ from PIL import Image
 import alignnet
 from alignnet.cli import main
 from alignnet.cli._common import check_new_files, load_images
-from alignnet.cli.explain import layer_contributions, parse_target
+from alignnet.cli.explain import parse_target
+from alignnet.explanation import layer_contributions
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 For every image one PNG ``<stem>_explain.png`` with, per explained class, the image, the colour
 explanation (docs/algorithms.md#colour-explanations) and the signed contribution map (red: for the class, blue:
 against). ``--layers`` adds ``<stem>_layers.png``: the contribution map of the same logit at the
-input of every dynamic layer (:func:`layer_contributions`).
+input of every dynamic layer (:func:`alignnet.explanation.layer_contributions`).
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ import argparse
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..explanation import colour_explanation, explain
-from ..layers import DynamicLinear, eval_mode, explanation_mode
+from ..explanation import colour_explanation, explain, layer_contributions
 from ..models import resolve_model
 from ._common import add_model_arguments, check_new_files, class_name, load_images
 
-__all__ = ["add_arguments", "layer_contributions", "parse_target", "run"]
+__all__ = ["add_arguments", "parse_target", "run"]
 
 
 def parse_target(text: str) -> int | str:
@@ -47,63 +46,6 @@ def _targets_for(logits: Tensor, target: int | str) -> list[int]:
     if target >= logits.numel():
         raise ValueError(f"--target {target} is out of range: the model has {logits.numel()} classes")
     return [int(target)]
-
-
-def _top_level_dynamic_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Dynamic layers that are not inside another dynamic layer, in registration order."""
-    found: list[tuple[str, nn.Module]] = []
-    for name, module in model.named_modules():
-        if isinstance(module, DynamicLinear) and not any(name.startswith(p + ".") for p, _ in found):
-            found.append((name, module))
-    return found
-
-
-def layer_contributions(model: nn.Module, image: Tensor, target: int) -> list[tuple[str, Tensor]]:
-    """Contribution map of logit ``target`` at the input of every dynamic layer.
-
-    In explanation mode the logit is linear in each layer's input ``a``; the map is
-    ``sum_channels(d logit / d a * a)`` at that layer's resolution. For a plain stack of dynamic
-    layers (no skip connections, no biases) every map sums to ``logit - bias`` exactly.
-
-    Parameters
-    ----------
-    image: ``(C, H, W)`` in [0, 1].
-
-    Returns
-    -------
-    list of ``(layer name, (h, w) map)``.
-    """
-    layers = _top_level_dynamic_layers(model)
-    if not layers:
-        raise ValueError("the model has no dynamic (B-cos / CoDA) layers to show per-layer maps of")
-    captured: dict[str, Tensor] = {}
-
-    def keep(name):
-        def hook(_module, inputs):
-            if name not in captured:
-                inputs[0].retain_grad()
-                captured[name] = inputs[0]
-
-        return hook
-
-    hooks = [m.register_forward_pre_hook(keep(n)) for n, m in layers]
-    try:
-        with torch.enable_grad(), eval_mode(model), explanation_mode(model):
-            x = image[None].detach().clone().requires_grad_(True)
-            logits = model(x)
-            logits[0, int(target)].backward()
-    finally:
-        for h in hooks:
-            h.remove()
-    out = []
-    for name, _m in layers:
-        a = captured.get(name)
-        if a is None or a.grad is None or a.dim() != 4:
-            continue  # not on the path to the logit, or not a spatial map
-        out.append((name, (a.grad * a).sum(1)[0].detach()))
-    for p in model.parameters():
-        p.grad = None
-    return out
 
 
 def _explanation_figure(model, image: Tensor, targets: list[int], title: str):
