@@ -2,208 +2,146 @@
 
 Examples::
 
-    alignnet evaluate --model src/alignnet/weights/fmnist_coda.safetensors --data fmnist \\
-        --metric localisation --methods ours,grad,gradcam,occlusion9 --out results/coda
+    alignnet evaluate --model fmnist_coda --data fmnist --metric localisation \\
+        --methods ours,grad,gradcam,occlusion9 --out results/coda
+    alignnet evaluate --model fmnist_bcos --data fmnist --metric localisation --processes 2 --out runs/x
+    torchrun --standalone --nproc-per-node 8 -m alignnet evaluate --model bcos_resnet50 \\
+        --data imagenet:/data/imagenet/val --preset bcos-v2-localisation --methods all --out runs/r50
     alignnet evaluate --model a.safetensors --model b.safetensors --ablation temperature \\
         --metric localisation --methods ours --out results/t-ablation
 
 Writes, into ``--out``: one ``<metric>_<method>[_<model>].json`` (summary and full config) and
-``.npz`` (raw arrays) per run, ``summary.json`` with all summaries, and the figures
-(``localisation_boxes.png``, ``pixel_removal_least.png`` / ``_most.png``, ``ablation.png``).
+``.npz`` (raw arrays) per run, ``summary.json`` with all summaries, the figures
+(``localisation_boxes.png``, ``pixel_removal_least.png`` / ``_most.png``, ``ablation.png``) and
+``shards/`` (the per-rank pieces; a killed run resumes from them). The run itself lives in
+:mod:`alignnet.metrics.evaluate`; this module only reads the arguments.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-__all__ = ["add_arguments", "run", "load_dataset"]
-
+from ..data.sources import DATA_HELP, dataset_from_spec
+from ..metrics.presets import PRESETS, Protocol, get_preset, list_presets
 from ..models import resolve_model
 from ._common import MODEL_HELP
 
+__all__ = ["add_arguments", "run", "load_dataset"]
+
 DEFAULT_METHODS = "ours,grad,ixg,intgrad,deeplift,gradcam,occlusion5,occlusion9,rise,lime"
+load_dataset = dataset_from_spec  # kept for callers of the old name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model",
-        action="append",
-        required=True,
-        metavar="NAME_OR_PATH",
-        help=MODEL_HELP + "; repeat for ablations",
+        "--model", action="append", required=True, metavar="NAME_OR_PATH", help=MODEL_HELP + "; repeat for ablations"
     )
+    parser.add_argument("--data", default="embedded", help=DATA_HELP)
+    parser.add_argument("--metric", choices=("localisation", "pixel-removal"), help="required unless --preset sets it")
     parser.add_argument(
-        "--data",
-        default="embedded",
-        help="'embedded' (shipped Fashion-MNIST test subset), 'fmnist[:DIR]' (Fashion-MNIST test set), "
-        "'cifar10:DIR' (CIFAR-10 test batch) or an .npz with 'images' (N,C,H,W) in [0,1] and 'labels'",
+        "--preset",
+        choices=list_presets(),
+        help="a paper's protocol; options given explicitly override it: "
+        + "; ".join(f"{k}: {p.description}" for k, p in sorted(PRESETS.items())),
     )
-    parser.add_argument("--metric", choices=("localisation", "pixel-removal"), required=True)
     parser.add_argument(
         "--methods", default=DEFAULT_METHODS, help=f"comma-separated, or 'all' (default: {DEFAULT_METHODS})"
     )
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--grid", type=int, default=3, help="localisation: cells per side (default 3)")
-    parser.add_argument("--n-grids", type=int, default=500, help="localisation: number of grids (default 500)")
-    parser.add_argument("--seed", type=int, default=42, help="localisation: grid selection seed (default 42)")
+    d = Protocol()
+    parser.add_argument("--grid", type=int, help=f"localisation: cells per side (default {d.grid})")
+    parser.add_argument("--n-grids", type=int, help=f"localisation: number of grids (default {d.n_grids})")
+    parser.add_argument("--seed", type=int, help=f"localisation: grid selection seed (default {d.seed})")
+    parser.add_argument("--smooth", type=int, help="localisation: odd average-pool size before scoring (0: none)")
     parser.add_argument(
-        "--smooth", type=int, default=0, help="localisation: odd average-pool size before scoring (0: none)"
+        "--confidence", type=float, help="localisation: cells need sigmoid(true logit) > this (default 0.5)"
     )
-    parser.add_argument("--n-images", type=int, default=1024, help="pixel removal: images (default 1024)")
-    parser.add_argument("--steps", type=int, default=128, help="pixel removal: steps (default 128)")
-    parser.add_argument("--fraction", type=float, default=0.25, help="pixel removal: largest removed fraction (0.25)")
-    parser.add_argument("--orders", default="least,most", help="pixel removal: least and/or most important first")
+    parser.add_argument("--n-images", type=int, help=f"pixel removal: images (default {d.n_images})")
+    parser.add_argument("--steps", type=int, help=f"pixel removal: steps (default {d.steps})")
+    parser.add_argument("--fraction", type=float, help="pixel removal: largest removed fraction (0.25)")
+    parser.add_argument("--orders", help="pixel removal: least and/or most important first (default least,most)")
     parser.add_argument("--ablation", choices=("temperature", "b"), help="plot the metric against each model's T or b")
-    parser.add_argument("--batch-size", type=int, default=36, help="maps attributed per step")
+    parser.add_argument("--batch-size", type=int, help=f"maps attributed per step (default {d.batch_size})")
+    parser.add_argument("--shard-size", type=int, help="grids or images per shard file (default 16 grids / 64 images)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes on this machine (default 1; under torchrun or srun the ranks come from the launcher)",
+    )
+    parser.add_argument("--loader-workers", type=int, default=0, help="data loading processes per rank (ImageNet)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-cache", action="store_true", help="localisation: do not keep/resume partial scores")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def load_dataset(spec: str):
-    """The dataset named by ``--data`` (see its help)."""
-    from .. import data
-
-    kind, _, arg = spec.partition(":")
-    if kind == "embedded":
-        return data.load_embedded("test")
-    if kind == "fmnist":
-        return data.fashion_mnist(arg or None, split="test")
-    if kind == "cifar10":
-        if not arg:
-            raise ValueError("--data cifar10:DIR needs the directory of the CIFAR-10 python batches")
-        return data.cifar10(arg, train=False)
-    path = Path(spec)
-    if path.suffix == ".npz":
-        if not path.exists():
-            raise FileNotFoundError(f"no data file {path}")
-        with np.load(path) as f:
-            if "images" not in f or "labels" not in f:
-                raise ValueError(f"{path} needs arrays 'images' (N, C, H, W) and 'labels' (N,)")
-            return torch.from_numpy(f["images"]).float(), torch.from_numpy(f["labels"]).long()
-    raise ValueError(f"unknown --data {spec!r}: use embedded, fmnist[:DIR], cifar10:DIR or a .npz file")
-
-
-def _ablation_value(model: torch.nn.Module, kind: str) -> float:
-    from ..layers import BcosConv2d, LogitLayer
-
-    cls, attr = (LogitLayer, "temperature") if kind == "temperature" else (BcosConv2d, "b")
-    for m in model.modules():
-        if isinstance(m, cls):
-            return float(getattr(m, attr))
-    raise ValueError(f"--ablation {kind}: the model has no {cls.__name__} to read {attr} from")
+def _protocol(args: argparse.Namespace) -> Protocol:
+    base = get_preset(args.preset) if args.preset else Protocol(metric=args.metric or "localisation")
+    if not args.preset and not args.metric:
+        raise ValueError("give --metric localisation|pixel-removal or a --preset")
+    orders = tuple(o.strip() for o in args.orders.split(",")) if args.orders else None
+    return base.with_values(
+        metric=args.metric,
+        grid=args.grid,
+        n_grids=args.n_grids,
+        seed=args.seed,
+        smooth=args.smooth,
+        confidence=args.confidence,
+        n_images=args.n_images,
+        steps=args.steps,
+        fraction=args.fraction,
+        orders=orders,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..attribution import list_attributors
-    from ..metrics import plots
-    from ..metrics.localisation import evaluate_localisation
-    from ..metrics.pixel_removal import evaluate_pixel_removal
+    from ..metrics.evaluate import EvaluationJob, evaluate, run_job, run_processes
+    from ..metrics.sharding import detect_ranks
 
     methods = list_attributors() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in list_attributors()]
     if unknown:
         raise ValueError(f"unknown methods {', '.join(unknown)} (known: {', '.join(list_attributors())})")
-    orders = tuple(o.strip() for o in args.orders.split(","))
-    if any(o not in ("least", "most") for o in orders):
-        raise ValueError(f"--orders must be least and/or most, got {args.orders!r}")
+    protocol = _protocol(args)
+    if args.processes < 1:
+        raise ValueError(f"--processes must be >= 1, got {args.processes}")
     out = Path(args.out)
+    info = detect_ranks()
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "summary.json").exists():  # never replace earlier results without saying so
+    if info.is_main and (out / "summary.json").exists():  # never replace earlier results without saying so
         print(
             f"note: {out} holds earlier results; summary.json, the figures and the result files of the same "
-            "metric, method and model are replaced (localisation resumes from its cache)",
+            "metric, method and model are replaced (finished shards in shards/ are reused)",
             file=sys.stderr,
         )
-    dataset = load_dataset(args.data)
-    models = [(spec, resolve_model(spec, args.device, progress=not args.quiet)) for spec in args.model]
-    summaries: dict = {}
-    results: dict[str, dict[str, object]] = {}
-    for spec, model in models:
-        tag = Path(spec).stem if len(models) > 1 else ""
-        logits = None
-        if args.metric == "localisation":  # predict the dataset once per model, not once per method
-            from ..metrics._common import as_tensors, predict
-
-            logits = predict(model, as_tensors(dataset)[0], device=args.device)
-        for method in methods:
-            stem = f"{args.metric.replace('-', '_')}_{method}" + (f"_{tag}" if tag else "")
-            try:
-                if args.metric == "localisation":
-                    res = evaluate_localisation(
-                        model,
-                        dataset,
-                        method,
-                        grid=args.grid,
-                        n_grids=args.n_grids,
-                        seed=args.seed,
-                        smooth=args.smooth,
-                        batch_size=args.batch_size,
-                        cache_dir=None if args.no_cache else out / "cache",
-                        progress=not args.quiet,
-                        logits=logits,
-                    )
-                else:
-                    res = evaluate_pixel_removal(
-                        model,
-                        dataset,
-                        method,
-                        n_images=args.n_images,
-                        orders=orders,
-                        fraction=args.fraction,
-                        steps=args.steps,
-                        batch_size=args.batch_size,
-                        progress=not args.quiet,
-                    )
-            except ValueError as exc:
-                if "not defined for this model" in str(exc):
-                    print(f"skipping {method}: {exc}", file=sys.stderr)
-                    continue
-                raise
-            res.config["model"] = spec
-            res.save(out, stem)
-            summaries.setdefault(spec, {})[method] = res.summary
-            results.setdefault(spec, {})[method] = res
-            print(f"{spec} {method}: {json.dumps(res.summary)} ({res.seconds:.1f} s)")
-    (out / "summary.json").write_text(
-        json.dumps({"metric": args.metric, "data": args.data, "results": summaries}, indent=2) + "\n"
+    job = EvaluationJob(
+        models=tuple(args.model),
+        data=args.data,
+        methods=tuple(methods),
+        protocol=protocol,
+        out=str(out),
+        device=args.device,
+        ablation=args.ablation,
+        progress=not args.quiet,
+        loader_workers=args.loader_workers,
     )
-    _figures(args, out, models, results, plots, orders)
+    if info.world_size > 1:  # torchrun / srun: this process is one rank
+        if args.processes > 1:
+            raise ValueError("--processes cannot be combined with torchrun/srun ranks; use the launcher's count")
+        run_job(job, info)
+    elif args.processes > 1:
+        run_processes(job, args.processes)
+    else:
+        models = [(spec, resolve_model(spec, args.device, progress=not args.quiet)) for spec in args.model]
+        dataset = dataset_from_spec(args.data, getattr(models[0][1], "input_spec", None))
+        evaluate(
+            models, dataset, methods, protocol, out, data_name=args.data, ablation=args.ablation,
+            progress=not args.quiet, loader_workers=args.loader_workers,
+        )  # fmt: skip
     return 0
-
-
-def _figures(args, out: Path, models, results, plots, orders) -> None:
-    for spec, per_method in results.items():
-        suffix = f"_{Path(spec).stem}" if len(models) > 1 else ""
-        if args.metric == "localisation":
-            fig = plots.plot_localisation_boxes(
-                {m: r.scores for m, r in per_method.items()}, grid=args.grid, title=Path(spec).stem
-            )
-            fig.savefig(out / f"localisation_boxes{suffix}.png", dpi=150)
-        else:
-            for o in orders:
-                fig = plots.plot_pixel_removal(
-                    {m: (r.fractions, r.mean_curve(o)) for m, r in per_method.items()}, order=o
-                )
-                fig.savefig(out / f"pixel_removal_{o}{suffix}.png", dpi=150)
-    if args.ablation and len(models) > 1:
-        values = [_ablation_value(model, args.ablation) for _, model in models]
-        methods = sorted(set.intersection(*(set(r) for r in results.values())))
-        if args.metric == "localisation":
-            metric = {m: [results[spec][m].summary["mean"] for spec, _ in models] for m in methods}
-            ylabel = "mean localisation"
-        else:
-            metric = {m: [results[spec][m].summary[orders[0]]["final"] for spec, _ in models] for m in methods}
-            ylabel = f"probability after {100 * args.fraction:g}% removed ({orders[0]} first)"
-        xlabel = "temperature T" if args.ablation == "temperature" else "b"
-        fig = plots.plot_ablation(values, metric, xlabel=xlabel, ylabel=ylabel, log_x=args.ablation == "temperature")
-        fig.savefig(out / "ablation.png", dpi=150)
-        (out / "ablation.json").write_text(
-            json.dumps({"values": values, args.ablation: values, "metric": metric}, indent=2) + "\n"
-        )

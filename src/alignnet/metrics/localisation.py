@@ -34,12 +34,18 @@ __all__ = [
 
 
 def make_grids(
-    logits: Tensor | np.ndarray, labels: Tensor | np.ndarray, grid: int = 3, n_grids: int = 500, seed: int = 42
+    logits: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
+    grid: int = 3,
+    n_grids: int = 500,
+    seed: int = 42,
+    confidence: float = 0.5,
 ) -> np.ndarray:
     """Choose the images of each grid (REFERENCE.md section 8, steps 1-2).
 
-    Only correctly classified images whose true-class probability ``sigmoid(logit)`` exceeds 0.5
-    are eligible; each class's eligible images are used from the most to the least confident.
+    Only correctly classified images whose true-class probability ``sigmoid(logit)`` exceeds
+    ``confidence`` (0.5 in the B-cos v2 code; Rao et al.'s GridPG uses 0.99) are eligible; each
+    class's eligible images are used from the most to the least confident.
     With ``numpy.random.default_rng(seed)``, each grid draws ``grid**2`` distinct classes among
     those that still have images and takes each class's next image; the selection stops after
     ``n_grids`` grids or when no more than ``grid**2`` classes remain eligible.
@@ -60,12 +66,12 @@ def make_grids(
     if int(grid) < 1 or int(n_grids) < 0:
         raise ValueError(f"grid must be >= 1 and n_grids >= 0, got {grid}, {n_grids}")
     n = int(grid) ** 2
-    confidence = torch.sigmoid(logits.gather(1, labels[:, None])[:, 0])
-    eligible = (logits.argmax(1) == labels) & (confidence > 0.5)
+    probability = torch.sigmoid(logits.gather(1, labels[:, None])[:, 0])
+    eligible = (logits.argmax(1) == labels) & (probability > float(confidence))
     queues: dict[int, np.ndarray] = {}
     for c in labels[eligible].unique().tolist():
         idx = torch.nonzero(eligible & (labels == c))[:, 0]
-        order = torch.argsort(-confidence[idx], stable=True)
+        order = torch.argsort(-probability[idx], stable=True)
         queues[c] = idx[order].numpy()
     used = dict.fromkeys(queues, 0)
     rng = np.random.default_rng(seed)

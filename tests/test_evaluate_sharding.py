@@ -1,0 +1,201 @@
+"""Sharded evaluation: ranks from the environment, shards, identical results for any number of ranks, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from _attr_nets import TemplateNet, blob_images, tiny_bcos
+from alignnet.cli import main
+from alignnet.metrics import evaluate_localisation, evaluate_pixel_removal
+from alignnet.metrics.evaluate import evaluate_one
+from alignnet.metrics.presets import PRESETS, Protocol, get_preset
+from alignnet.metrics.sharding import RankInfo, _first_slurm_host, detect_ranks, shard_ranges, shards_of_rank
+
+# every registered method that runs on a linear (TemplateNet) model; guided_backprop is refused there
+METHODS = ("ours", "grad", "ixg", "intgrad", "deeplift", "gradcam", "occlusion5", "occlusion9", "rise", "lime")
+
+
+def test_ranks_from_torchrun_slurm_or_none():
+    assert detect_ranks({}) == RankInfo()
+    info = detect_ranks({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"})
+    assert (info.rank, info.world_size, info.local_rank, info.launcher) == (3, 8, 1, "torchrun")
+    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "6", "SLURM_LOCALID": "2"}
+    assert detect_ranks(slurm) == RankInfo(5, 6, 2, "slurm")
+    assert detect_ranks({**slurm, "RANK": "0", "WORLD_SIZE": "2"}).launcher == "torchrun"  # torchrun inside SLURM
+    assert detect_ranks({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == RankInfo()
+    assert _first_slurm_host("gpu[003-005,9],cpu1") == "gpu003" and _first_slurm_host("node7") == "node7"
+    with pytest.raises(ValueError):
+        RankInfo(2, 2)
+
+
+def test_shards_are_whole_batches_and_round_robin():
+    assert shard_ranges(10, 4, 5) == [(0, 8), (8, 10)]  # 5 rounded up to 2 batches of 4
+    assert shard_ranges(8, 4, 4) == [(0, 4), (4, 8)]
+    assert shard_ranges(0, 4, 4) == []
+    assert shards_of_rank(5, RankInfo(1, 2)) == [1, 3]
+    assert sorted(shards_of_rank(7, RankInfo(0, 3)) + shards_of_rank(7, RankInfo(1, 3)) + shards_of_rank(7, RankInfo(2, 3))) == list(range(7))  # fmt: skip
+
+
+def _by_ranks(model, data, method, protocol, work, world):
+    """Run the ranks one after the other in this process (no process group: the shard files are the
+    only link between them), highest rank first so that rank 0 finds every shard and merges."""
+    results = [evaluate_one(model, data, method, protocol, work, RankInfo(r, world), progress=False) for r in reversed(range(world))]  # fmt: skip
+    assert all(r is None for r in results[:-1])
+    return results[-1]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        m if m in ("ours", "grad", "ixg", "deeplift") else pytest.param(m, marks=pytest.mark.slow)
+        for m in METHODS
+        if m not in ("gradcam", "occlusion9")
+    ],
+)  # gradcam (TemplateNet has no spatial layer) and occlusion9 (9-pixel patches on 8-pixel images) run below
+def test_any_number_of_ranks_gives_the_single_process_scores(tmp_path, method):
+    model = TemplateNet().eval()
+    data = blob_images(per_class=4)
+    loc = Protocol("localisation", grid=2, n_grids=3, batch_size=4, shard_size=1)  # one grid per shard
+    pr = Protocol("pixel-removal", n_images=5, steps=5, batch_size=2, shard_size=2)
+    for protocol in (loc, pr):
+        one = _by_ranks(model, data, method, protocol, tmp_path / "w1", 1)
+        three = _by_ranks(model, data, method, protocol, tmp_path / "w3", 3)
+        if protocol is loc:
+            assert one.scores.shape == (3 * 4,)
+            np.testing.assert_array_equal(one.scores, three.scores)
+            np.testing.assert_array_equal(one.grids, three.grids)
+            # and equal to the library's single-process protocol with the same batches
+            ref = evaluate_localisation(model, data, method, grid=2, n_grids=3, batch_size=4, progress=False)
+            np.testing.assert_array_equal(one.scores, ref.scores)
+        else:
+            for o in ("least", "most"):
+                assert one.curves[o].shape == (5, 5)
+                np.testing.assert_array_equal(one.curves[o], three.curves[o])
+            ref = evaluate_pixel_removal(model, data, method, n_images=5, steps=5, batch_size=2, progress=False)
+            np.testing.assert_array_equal(one.curves["least"], ref.curves["least"])
+        assert one.config == three.config
+
+
+def test_a_killed_run_resumes_with_only_the_missing_shards(tmp_path):
+    model = tiny_bcos().eval()
+    data = blob_images(per_class=3)
+    protocol = Protocol("pixel-removal", n_images=8, steps=4, batch_size=2, shard_size=2)
+    work = tmp_path / "work"
+    first = _by_ranks(model, data, "occlusion5", protocol, work, 2)
+    (folder,) = [p for p in work.iterdir() if p.name.startswith("pixel_removal-")]
+    shards = sorted(folder.glob("shard-*.npz"))
+    assert len(shards) == 4 and not list(folder.glob("*.tmp*"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in shards}
+    shards[2].unlink()  # as if the run had been killed before that shard was written
+    again = _by_ranks(model, data, "occlusion5", protocol, work, 2)
+    now = {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob("shard-*.npz"))}
+    assert now.keys() == stamps.keys()
+    assert [n for n in now if now[n] != stamps[n]] == [shards[2].name]  # only that shard was recomputed
+    np.testing.assert_array_equal(first.curves["most"], again.curves["most"])
+    # more images later: the shards of the first 8 are reused, the new ones computed
+    more = _by_ranks(model, data, "occlusion5", protocol.with_values(n_images=12), work, 2)
+    np.testing.assert_array_equal(more.curves["least"][:8], first.curves["least"])
+    assert all(p.stat().st_mtime_ns == now[p.name] for p in shards if p.exists())
+
+
+def test_rank_zero_refuses_to_merge_with_a_missing_shard(tmp_path):
+    data = blob_images(per_class=3)
+    protocol = Protocol("localisation", grid=2, n_grids=4, batch_size=4, shard_size=1)
+    with pytest.raises(RuntimeError, match="missing"):  # rank 1 never ran
+        evaluate_one(TemplateNet(), data, "ours", protocol, tmp_path, RankInfo(0, 2), progress=False)
+
+
+def test_presets_state_their_protocols():
+    p = get_preset("bcos-v2-localisation")
+    assert (p.metric, p.grid, p.n_grids, p.smooth, p.confidence) == ("localisation", 2, 250, 15, 0.5)
+    assert get_preset("bcos-v2-localisation-noconfthresh").confidence == 0.0
+    assert get_preset("gridpg-localisation").confidence == 0.99
+    assert get_preset("bcosification-localisation").smooth == 15
+    assert all(p.description for p in PRESETS.values())
+    with pytest.raises(ValueError, match="known"):
+        get_preset("nope")
+    with pytest.raises(ValueError, match="odd"):
+        Protocol(smooth=4)
+
+
+# ----------------------------------------------------------------------------------------------- real processes
+
+
+def _fmnist_args(out, metric, extra=()):
+    base = ["evaluate", "--model", "fmnist_bcos", "--data", "embedded", "--quiet", "--out", str(out)]
+    if metric == "localisation":
+        return [*base, "--metric", "localisation", "--grid", "2", "--n-grids", "2", "--batch-size", "4",
+                "--shard-size", "1", *extra]  # fmt: skip
+    return [*base, "--metric", "pixel-removal", "--n-images", "4", "--steps", "3", "--batch-size", "2",
+            "--shard-size", "2", *extra]  # fmt: skip
+
+
+def _assert_same_results(a, b, methods):
+    for m in methods:
+        for stem in (f"localisation_{m}", f"pixel_removal_{m}"):
+            if not (a / f"{stem}.npz").exists():
+                continue
+            with np.load(a / f"{stem}.npz") as x, np.load(b / f"{stem}.npz") as y:
+                assert x.files == y.files
+                for k in x.files:
+                    np.testing.assert_array_equal(x[k], y[k], err_msg=f"{stem} {k}")
+            ca, cb = (json.loads((d / f"{stem}.json").read_text())["config"] for d in (a, b))
+            assert ca == cb
+
+
+@pytest.mark.slow
+def test_two_worker_processes_equal_one_process_for_every_method(tmp_path):
+    methods = ",".join(METHODS)
+    for metric in ("localisation", "pixel-removal"):
+        one, two = tmp_path / f"{metric}1", tmp_path / f"{metric}2"
+        assert main(_fmnist_args(one, metric, ["--methods", methods])) == 0
+        assert main(_fmnist_args(two, metric, ["--methods", methods, "--processes", "2"])) == 0
+        _assert_same_results(one, two, METHODS)
+        summary = json.loads((two / "summary.json").read_text())
+        assert set(summary["results"]["fmnist_bcos"]) == set(METHODS)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_equal_one_process(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = _fmnist_args(one, "localisation", ["--methods", "ours,occlusion9"])
+    assert main(args) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "alignnet",
+           *_fmnist_args(two, "localisation", ["--methods", "ours,occlusion9"])]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_results(one, two, ("ours", "occlusion9"))
+    shards = list((two / "shards").glob("localisation-occlusion9-*/shard-*.npz"))
+    assert len(shards) == 2  # one grid per shard, one shard per rank
+
+
+def test_processes_flag_rejects_nonsense(tmp_path, capsys):
+    assert main(_fmnist_args(tmp_path, "localisation", ["--processes", "0"])) == 2
+    assert "--processes" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "fmnist_bcos", "--out", str(tmp_path)]) == 2  # neither --metric nor --preset
+    assert "--metric" in capsys.readouterr().err
+
+
+def test_cli_single_process_writes_the_protocol(tmp_path, monkeypatch):
+    from alignnet.cli import evaluate as evaluate_cli
+
+    monkeypatch.setattr(evaluate_cli, "resolve_model", lambda spec, device, progress=True: TemplateNet())
+    images, labels = blob_images(per_class=4)
+    path = tmp_path / "blobs.npz"
+    np.savez(path, images=images.numpy(), labels=labels.numpy())
+    out = tmp_path / "out"
+    args = ["evaluate", "--model", "t", "--data", str(path), "--preset", "bcos-v2-localisation", "--n-grids", "3",
+            "--smooth", "0", "--methods", "ours", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    saved = json.loads((out / "localisation_ours.json").read_text())
+    assert saved["config"]["grid"] == 2 and saved["config"]["n_grids"] == 3 and saved["config"]["smooth"] == 0
+    assert saved["config"]["confidence"] == 0.5 and saved["summary"]["mean"] == pytest.approx(1.0)
+    assert torch.isfinite(torch.tensor(saved["summary"]["mean"]))
