@@ -298,16 +298,19 @@ class OcclusionAttributor(Attributor):
         Captum's positions: ``ceil((L - size) / stride) + 1`` windows per side at multiples of the
         stride, the last one cut off at the border, so every pixel is covered.
         """
+        rows, cols = self._window_sides(height, width, device)
+        return (rows[:, None, :, None] & cols[None, :, None, :]).flatten(0, 1).to(dtype)
 
-        def side(length: int) -> Tensor:  # (positions, length) membership
-            starts = (
-                torch.arange(max(0, math.ceil((length - self.size) / self.stride)) + 1, device=device) * self.stride
-            )
+    def _window_sides(self, height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``(R, H)`` and ``(Q, W)`` boolean membership of the window rows and columns (P = R * Q windows)."""
+
+        def side(length: int) -> Tensor:
+            count = max(0, math.ceil((length - self.size) / self.stride)) + 1
+            starts = torch.arange(count, device=device) * self.stride
             idx = torch.arange(length, device=device)
             return (idx >= starts[:, None]) & (idx < starts[:, None] + self.size)
 
-        rows, cols = side(height), side(width)
-        return (rows[:, None, :, None] & cols[None, :, None, :]).flatten(0, 1).to(dtype)
+        return side(height), side(width)
 
     @torch.no_grad()
     def _attribute_maps(self, images: Tensor, targets: Tensor) -> Tensor:
@@ -317,10 +320,21 @@ class OcclusionAttributor(Attributor):
         # (tests/test_attribution.py compares the two).
         self._check_size(images)
         x = self.encoded.encode(images)  # (n, C, H, W)
-        windows = self.window_masks(*x.shape[-2:], x.device, x.dtype)  # (P, H, W)
+        # The P windows are built and evaluated in chunks of at most forward_batch copies, so memory stays
+        # bounded for large inputs (a 448x448 ImageNet grid has 48,400 windows of 9x9 at stride 2).
+        n, k = targets.shape
+        rows, cols = self._window_sides(*x.shape[-2:], x.device)  # (R, H), (Q, W)
         base = self.encoded(x).gather(1, targets)  # (n, K)
-        drop = base[:, None, :] - self._masked_logits(x, 1 - windows, targets, self.forward_batch)  # (n, P, K)
-        return torch.einsum("npk,phw->nkhw", drop, windows) / windows.sum(0).clamp(min=1)
+        total = x.new_zeros(n, k, *x.shape[-2:])
+        covered = x.new_zeros(x.shape[-2:])
+        per_pass = max(1, self.forward_batch // n)
+        for j in range(0, rows.shape[0] * cols.shape[0], per_pass):
+            p = torch.arange(j, min(j + per_pass, rows.shape[0] * cols.shape[0]), device=x.device)
+            windows = (rows[p // cols.shape[0], :, None] & cols[p % cols.shape[0], None, :]).to(x.dtype)  # (c, H, W)
+            drop = base[:, None, :] - self._masked_logits(x, 1 - windows, targets, self.forward_batch)  # (n, c, K)
+            total += torch.einsum("nck,chw->nkhw", drop, windows)
+            covered += windows.sum(0)
+        return total / covered.clamp(min=1)
 
 
 @register_attributor("occlusion5")

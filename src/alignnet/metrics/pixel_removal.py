@@ -126,7 +126,7 @@ def removal_curves(
     counts = torch.from_numpy(counts_np).to(images.device)
     rank = removal_ranks(a, order, seed, first).to(images.device)  # position of each pixel
     encoded_model = EncodedModel(model)
-    probs = torch.empty(n, len(counts_np))
+    probs = torch.empty(n, len(counts_np), device=images.device)  # filled on the device: no sync per pass
     with eval_mode(model):
         encoded = encoded_model.encode(images)  # (N, C', H, W)
         per_image = max(1, forward_batch // len(counts_np))
@@ -138,8 +138,8 @@ def removal_curves(
                 batch = (x[:, None] * keep).flatten(0, 1)
                 logits = encoded_model(batch).view(len(x), len(c), -1)
                 p = torch.sigmoid(logits.gather(2, t.view(-1, 1, 1).expand(-1, len(c), 1))[..., 0].float())
-                probs[i : i + len(x), j : j + len(c)] = p.cpu()
-    return counts_np / (h * w), probs.numpy()
+                probs[i : i + len(x), j : j + len(c)] = p
+    return counts_np / (h * w), probs.cpu().numpy()
 
 
 @dataclass
