@@ -159,6 +159,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-bcos", action="store_true", help="skip the side-by-side with the bcos package")
+    parser.add_argument(
+        "--side-by-side-only", action="store_true", help="only the ResNet-18 comparisons (forward batch 1, explain)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
@@ -171,7 +174,7 @@ def main() -> None:
         "| model | batch x size | inference img/s | train step img/s | explain img/s | explain / (fwd+bwd) | batched explain speedup (N=32 vs 1 by 1) |"
     )
     print("|---|---|---|---|---|---|---|", flush=True)
-    jobs = [(n, 64, 32, True) for n in CIFAR] + [(n, 8, 224, False) for n in IMAGENET]
+    jobs = [] if args.side_by_side_only else [(n, 64, 32, True) for n in CIFAR] + [(n, 8, 224, False) for n in IMAGENET]
     for name, batch, side_len, one in tqdm(jobs, desc="models"):
         r = bench_model(name, batch, side_len, args.repeats, one)
         sp = f"{r['batched_speedup']:.1f}x" if "batched_speedup" in r else "-"

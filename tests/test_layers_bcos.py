@@ -196,8 +196,10 @@ def test_normalised_weight_cache_follows_every_kind_of_weight_change():
     with torch.no_grad():
         layer.weight.copy_(torch.randn(6, 4, 3, 3))  # in-place through the parameter: version bump
     check()
-    layer.weight.data.copy_(torch.randn(6, 4, 3, 3))  # .data edits bypass the version counter ...
-    layer.clear_cache()  # ... so they need this (documented)
+    layer.weight.data.copy_(torch.randn(6, 4, 3, 3))  # .data bypasses the version counter: on the CPU
+    check()  # the value sample catches a replaced weight ...
+    layer.weight.data[3, 1, 0, 0] += 1  # ... a single element is not sampled (index 99 of 216) ...
+    layer.clear_cache()  # ... and needs this (documented)
     check()
     layer.double()
     check()

@@ -203,8 +203,9 @@ def _normalized(layer: nn.Module) -> Tensor:
     ``weight.detach().add_()``) bumps the version counter; a new tensor (``.to()``, pruning or
     tying hooks that assign ``weight``) fails the identity check. The one change no version
     counter sees is an in-place edit through ``weight.data`` (by PyTorch's design ``.data`` has
-    its own counter; autograd cannot see such edits either): edit under ``torch.no_grad()``
-    instead, or call :meth:`clear_cache` after it.
+    its own counter; autograd cannot see such edits either): on the CPU a strided sample of the
+    values catches a replaced weight, but not a few edited elements. Edit under
+    ``torch.no_grad()`` instead, or call :meth:`clear_cache` after editing ``weight.data``.
 
     The cached tensor is computed outside inference mode, so a forward pass under
     ``torch.inference_mode()`` never leaves an inference tensor behind for a later backward pass.
@@ -216,12 +217,23 @@ def _normalized(layer: nn.Module) -> Tensor:
     if key is None:
         return w / _row_norms(w)
     cache = layer.__dict__.get("_w_hat_cache")
-    if cache is not None and cache[0] == key and cache[1]() is w:
+    sample = _value_sample(w)
+    if cache is not None and cache[0] == key and cache[1]() is w and (sample is None or torch.equal(sample, cache[3])):
         return cache[2]
     with torch.inference_mode(False), torch.no_grad():
         w_hat = w / _row_norms(w)
-    layer.__dict__["_w_hat_cache"] = (key, weakref.ref(w), w_hat)
+        sample = None if sample is None else sample.clone()
+    layer.__dict__["_w_hat_cache"] = (key, weakref.ref(w), w_hat, sample)
     return w_hat
+
+
+def _value_sample(w: Tensor) -> Tensor | None:
+    """On the CPU only, ~256 strided weight values: comparing them (microseconds, and a CPU has no
+    device to sync with) also catches most wholesale replacements made through ``weight.data``. On
+    other devices the comparison would sync the device on every call, so there is none."""
+    if w.device.type != "cpu":
+        return None
+    return w.detach().reshape(-1)[:: max(1, w.numel() // 256)]
 
 
 class _CachedWeight(DynamicLinear):
