@@ -1,34 +1,36 @@
 #!/usr/bin/env bash
 # The open rows of the Fashion-MNIST tables (issue 15), run with the sharded evaluation on both cores
-# (--processes 2, one thread each), in rounds of growing size: every round reuses the shard files of the previous
-# one (grid k and image k do not depend on --n-grids / --n-images), so the run can be stopped after any round and
-# each finished round is a complete result (copied to <dir>_n<count>).
-# Usage: bash scripts/run_sharded_tables.sh [OUT]
+# (--processes 2, one thread each), in rounds of growing size: a round reuses the shard files of the earlier ones
+# (grid k and image k do not depend on --n-grids / --n-images), so the run can be stopped after any round and each
+# finished round is a complete result (copied to <dir>_n<count>).
+# Usage: bash scripts/run_sharded_tables.sh [OUT] [ROUND ...]   e.g. ROUND = "loc rise 16" or "pr lime 128 coda"
 set -euo pipefail
 OUT=${1:-runs/sharded}
+shift || true
 PY=${PYTHON:-python}
 ev() { "$PY" -m alignnet evaluate --data fmnist --processes 2 --quiet "$@"; }
 keep() { mkdir -p "$1_n$2" && cp "$1"/*.json "$1"/*.npz "$1_n$2/"; }
-loc() {  # localisation of the perturbation methods on the first $1 grids
-  for m in bcos coda; do
-    ev --model fmnist_$m --metric localisation --grid 3 --n-grids "$1" --methods rise,intgrad,occlusion9 \
-      --shard-size 4 --out "$OUT/loc_$m"
-    keep "$OUT/loc_$m" "$1"
+loc() {  # localisation of method $1 on the first $2 grids (2 grids per step and per shard), models ${3:-bcos coda}
+  for m in ${3:-bcos coda}; do
+    ev --model fmnist_$m --metric localisation --grid 3 --n-grids "$2" --methods "$1" --batch-size 18 \
+      --shard-size 2 --out "$OUT/loc_${1}_$m"
+    keep "$OUT/loc_${1}_$m" "$2"
   done
 }
-pr() {  # pixel removal of the methods that had fewer than 1,024 images, on the first $1 images
-  for m in bcos coda; do
-    ev --model fmnist_$m --metric pixel-removal --methods "$2" --n-images "$1" --steps 16 \
-      --batch-size 32 --shard-size 32 --out "$OUT/pr_$m"
-    keep "$OUT/pr_$m" "$1"
+pr() {  # pixel removal of method $1 on the first $2 images, 16 steps, models ${3:-bcos coda}
+  for m in ${3:-bcos coda}; do
+    ev --model fmnist_$m --metric pixel-removal --methods "$1" --n-images "$2" --steps 16 --batch-size 32 \
+      --shard-size 32 --out "$OUT/pr_${1}_$m"
+    keep "$OUT/pr_${1}_$m" "$2"
   done
 }
-SLOW=occlusion9,occlusion5,intgrad,rise,lime
-loc 8
-pr 64 "$SLOW"
-loc 16
-pr 128 "$SLOW"
-loc 32
-pr 256 "$SLOW,ours,grad,ixg,deeplift,gradcam"
-loc 50
-loc 100
+ROUNDS=("$@")
+if [ ${#ROUNDS[@]} -eq 0 ]; then
+  ROUNDS=("loc rise 8 coda" "loc intgrad 8" "loc occlusion9 4" "loc rise 16" "loc intgrad 16" "loc occlusion9 8"
+    "loc rise 32" "loc intgrad 32" "loc occlusion9 16" "loc rise 50" "loc intgrad 50" "loc occlusion9 50")
+fi
+for r in "${ROUNDS[@]}"; do
+  # shellcheck disable=SC2086
+  set -- $r
+  "$1" "$2" "$3" "${4:-bcos coda}"
+done
