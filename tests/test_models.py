@@ -13,6 +13,8 @@ from alignnet.explanation import expected_input_channels
 from alignnet.layers import AddInverse, BatchNormUncentered2d, BcosConv2d, DAUConv2d, LogitLayer
 from alignnet.models import InputSpec, create_model, list_models, register_model
 from alignnet.models.cifar import B_ABLATION, ablation_overrides
+from alignnet.models.convnext import TINY, ConvNeXt, PositionNorm2d
+from alignnet.models.vit import Normalize
 
 # Parameter counts with the default number of classes. The v2 ImageNet models and ViTs equal the
 # bcos package's models of the same name (checked against the package in test_from_bcos.py).
@@ -34,13 +36,48 @@ PARAMS = {
     "bcos_vgg11_bnu": 132_855_872,
     "bcos_vitc_ti": 5_318_712,
     "bcos_vitc_s": 20_878_704,
+    "bcos_vitc_b": 81_326_016,
+    "bcos_vitc_l": 167_444_160,
+    "bcos_simple_vit_ti": 5_800_128,
+    "bcos_simple_vit_s": 22_217_088,
+    "bcos_simple_vit_b": 86_901_504,
+    "bcos_simple_vit_l": 178_787_328,
+    "bcos_convnext_tiny": 28_543_392,
+    "bcos_convnext_base": 88_466_304,
+    "bcos_convnext_tiny_bnu": 28_543_392,
+    "bcos_convnext_base_bnu": 88_466_304,
+    # the standard (non-B-cos) ViT baselines of the B-cos v2 release
+    "vitc_ti": 5_334_952,
+    "vitc_s": 20_910_184,
+    "vitc_b": 81_388_648,
+    "vitc_l": 167_541_352,
+    "simple_vit_ti": 5_670_184,
+    "simple_vit_s": 21_956_200,
+    "simple_vit_b": 86_378_728,
+    "simple_vit_l": 178_104_296,
     "bcos_resnet34_v1": 43_578_112,
     "bcos_resnet50_v1": 51_024_640,
     "bcos_densenet121_v1": 15_807_232,
     "bcos_vgg11_v1": 265_706_240,
 }
 # Big or slow to build and run at small inputs: still tested, marked slow.
-SLOW = {"bcos_vgg11_v1", "bcos_vgg11_bnu", "bcos_densenet201", "bcos_densenet169", "bcos_densenet161"}
+SLOW = {
+    "bcos_vgg11_v1",
+    "bcos_vgg11_bnu",
+    "bcos_densenet201",
+    "bcos_densenet169",
+    "bcos_densenet161",
+    "bcos_convnext_tiny",
+    "bcos_convnext_tiny_bnu",
+    "bcos_convnext_base",
+    "bcos_convnext_base_bnu",
+    "bcos_vitc_b",
+    "bcos_vitc_l",
+    "bcos_simple_vit_b",
+    "bcos_simple_vit_l",
+}
+# Not B-cos (GELU, softmax attention, biases): no completeness; RGB normalised inside, no logit layer.
+STANDARD = {n for n in list_models() if n.startswith(("vitc_", "simple_vit_"))}
 # Over this many parameters the file round trip writes >250 MB: checked on the state dict instead.
 ROUND_TRIP_MAX_PARAMS = 70_000_000
 
@@ -74,7 +111,7 @@ def _param(name):
     return pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
 
 
-ALL = [_param(n) for n in list_models()]
+ALL = [_param(n) for n in list_models() if n not in STANDARD]
 
 
 # ------------------------------------------------------------------------------------- registry
@@ -117,13 +154,22 @@ def test_parameter_count_and_attributes(name):
         model = create_model(name)
     assert _params(model) == PARAMS[name]
     assert isinstance(model.input_spec, InputSpec) and model.input_spec.channels == 3
-    assert model.input_spec.encoding == "add_inverse" and len(model.input_spec.size) == 2
+    assert len(model.input_spec.size) == 2
     assert isinstance(model.paper, str) and len(model.paper) > 20
     assert model.model_name == name and model.model_args == {}
     modules = list(model.modules())
-    assert isinstance(modules[1], AddInverse), "AddInverse must be the first submodule"
-    assert sum(isinstance(m, LogitLayer) for m in modules) == 1
-    assert expected_input_channels(model) == 3
+    if name in STANDARD:
+        assert model.input_spec.encoding == "none"
+        assert isinstance(modules[1], Normalize), "the ImageNet normalisation must be the first submodule"
+        assert not any(isinstance(m, (AddInverse, LogitLayer)) for m in modules)
+    else:
+        assert model.input_spec.encoding == "add_inverse"
+        assert isinstance(modules[1], AddInverse), "AddInverse must be the first submodule"
+        assert sum(isinstance(m, LogitLayer) for m in modules) == 1
+    assert expected_input_channels(model) in (3, None)  # None: a simple ViT's first layer is linear
+    if model.input_spec.size == (224, 224):
+        # the evaluation transform of the B-cos v2 code: 256 (90-epoch recipe), 232 (600-epoch ConvNeXts)
+        assert model.input_spec.resize == (232 if "convnext" in name else 256)
 
 
 def test_model_args_are_recorded():
@@ -273,7 +319,9 @@ def test_forward_backward_explain_roundtrip(name, tmp_path):
         assert torch.equal(rebuilt(x), model(x))
 
 
-@pytest.mark.parametrize("name", ["bcos_cifar10_9l", "coda_cifar10_9l", "bcos_resnet20", "bcos_vitc_ti"])
+@pytest.mark.parametrize(
+    "name", ["bcos_cifar10_9l", "coda_cifar10_9l", "bcos_resnet20", "bcos_vitc_ti", "bcos_simple_vit_ti"]
+)
 def test_completeness_float64(name):
     """In float64 the identity holds to rounding error (1e-10), also with the logit bias."""
     torch.manual_seed(0)
@@ -283,6 +331,63 @@ def test_completeness_float64(name):
     e = alignnet.explain(model, x, targets="all")
     assert _relative_completeness(e) < 1e-10
     assert e.completeness_error() < 1e-12
+
+
+@pytest.mark.parametrize("norm", ["position", "batch_uncentered"])
+def test_convnext_completeness_float64(norm):
+    """The ConvNeXt code (depthwise B-cos convs, centred position norms or uncentered batch norms, layer
+    scale, stochastic depth) in a small configuration: completeness to rounding error."""
+    torch.manual_seed(0)
+    model = ConvNeXt(
+        ((8, 1), (16, 1), (24, 2), (32, 1)),
+        num_classes=10,
+        logit_layer=LogitLayer(bias=-2.0),
+        conv_layer=BcosConv2d,
+        norm_layer=PositionNorm2d if norm == "position" else BatchNormUncentered2d,
+        stochastic_depth_prob=0.5,
+    ).double()
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    calibrate(model, x)
+    e = alignnet.explain(model, x, targets="all")
+    assert _relative_completeness(e) < 1e-10
+    assert e.completeness_error() < 1e-12
+    model.train()
+    torch.manual_seed(0)
+    dropped = model(x)  # stochastic depth drops whole residual branches of some samples in training
+    assert dropped.shape == (4, 10) and torch.isfinite(dropped).all()
+
+
+def test_convnext_layout():
+    model = create_model("bcos_convnext_tiny")
+    blocks = [m for m in model.modules() if type(m).__name__ == "ConvNeXtBlock"]
+    assert len(blocks) == sum(n for _, n in TINY) == 18
+    depthwise = blocks[0].block[0]
+    assert depthwise.groups == depthwise.in_channels == 96 and depthwise.kernel_size == (7, 7)
+    assert blocks[-1].stochastic_depth.p == pytest.approx(0.1)
+    assert all(m.eps == 1e-6 for m in model.modules() if isinstance(m, PositionNorm2d))
+    bnu = create_model("bcos_convnext_tiny_bnu")
+    assert not any(isinstance(m, PositionNorm2d) for m in bnu.modules())
+    assert sum(isinstance(m, BatchNormUncentered2d) for m in bnu.modules()) == 18 + 1 + 3 + 1
+
+
+@pytest.mark.parametrize("name", ["vitc_ti", "simple_vit_ti"])
+def test_standard_vit_forward_backward_roundtrip(name, tmp_path):
+    """The non-B-cos baselines build, train and save/load like the others (equal logits vs the bcos
+    package: test_from_bcos.py)."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3)
+    x = torch.rand(2, 3, 32, 32)
+    logits = model(x)
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    path = alignnet.save_model(model, tmp_path / "m.safetensors")
+    loaded = alignnet.load_model(path)
+    assert loaded.input_spec.encoding == "none"
+    assert torch.equal(loaded(x), model(x).detach())
+    with pytest.raises(ValueError, match="multiples of the patch size"):
+        create_model("simple_vit_ti", num_classes=3)(torch.rand(1, 3, 40, 40))
 
 
 def test_vit_position_embedding_attribution_keeps_forward():
