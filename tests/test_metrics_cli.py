@@ -36,7 +36,7 @@ def test_evaluate_localisation_writes_results_and_figures(tmp_path, blob_data, m
     assert (out / "localisation_boxes.png").stat().st_size > 0
     saved = json.loads((out / "localisation_ours.json").read_text())
     assert saved["config"]["grid"] == 2 and saved["config"]["n_grids"] == 4 and saved["config"]["seed"] == 42
-    assert list((out / "cache").glob("*.npz"))
+    assert list((out / "shards").glob("localisation-ours-*/shard-*.npz"))  # the resumable pieces
     assert main(args) == 0  # a second run into the same directory says that it replaces the results
     assert "holds earlier results" in capsys.readouterr().err
 
@@ -62,7 +62,7 @@ def test_evaluate_pixel_removal_with_saved_models_and_ablation(tmp_path, blob_da
 def test_evaluate_user_errors(tmp_path, blob_data, capsys):
     base = ["evaluate", "--data", str(blob_data), "--metric", "localisation", "--out", str(tmp_path)]
     assert main([*base, "--model", "no_such_model", "--methods", "ours"]) == 2
-    assert "neither a model file" in capsys.readouterr().err
+    assert "is neither" in capsys.readouterr().err
     assert main([*base, "--model", "bcos_cifar10_9l", "--methods", "ours,nope"]) == 2
     assert "unknown methods nope" in capsys.readouterr().err
     assert main([*base, "--model", str(tmp_path / "missing.safetensors")]) == 2
