@@ -358,14 +358,15 @@ def test_convnext_completeness_float64(norm):
 
 
 def test_convnext_layout():
-    model = create_model("bcos_convnext_tiny")
+    with torch.device("meta"):  # structure only
+        model = create_model("bcos_convnext_tiny")
+        bnu = create_model("bcos_convnext_tiny_bnu")
     blocks = [m for m in model.modules() if type(m).__name__ == "ConvNeXtBlock"]
     assert len(blocks) == sum(n for _, n in TINY) == 18
     depthwise = blocks[0].block[0]
     assert depthwise.groups == depthwise.in_channels == 96 and depthwise.kernel_size == (7, 7)
     assert blocks[-1].stochastic_depth.p == pytest.approx(0.1)
     assert all(m.eps == 1e-6 for m in model.modules() if isinstance(m, PositionNorm2d))
-    bnu = create_model("bcos_convnext_tiny_bnu")
     assert not any(isinstance(m, PositionNorm2d) for m in bnu.modules())
     assert sum(isinstance(m, BatchNormUncentered2d) for m in bnu.modules()) == 18 + 1 + 3 + 1
 
