@@ -484,9 +484,13 @@ _OFFICIAL = [
     ("vitc_b", "standard_vitc_b_patch1_14-4d374b0220.pth", "vitc_b", 76.790),
     ("vitc_l", "standard_vitc_l_patch1_14-560e48f246.pth", "vitc_l", 77.866),
 ]
+# the long-schedule releases are evaluated at shorter side 232 by the bcos package (as its ConvNeXts, whose
+# architectures carry resize=232 themselves)
+_LONG_SPEC = InputSpec(size=(224, 224), resize=232)
 _seen_arch: set[str] = set()
 for _name, _file, _arch, _acc in _OFFICIAL:
     _ENTRIES[_name] = WeightsEntry(
+        input_spec=_LONG_SPEC if _name.endswith("_long") else None,
         name=_name,
         arch=_arch,
         classes="imagenet",
