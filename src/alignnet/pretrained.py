@@ -430,6 +430,9 @@ _SHIPPED = [
     # name, file, arch, args, measured top-1 on all 10,000 Fashion-MNIST test images (benchmarks/RESULTS.md)
     ("fmnist_bcos", "fmnist_bcos.safetensors", "bcos_cifar10_9l", {"width": 0.25}, 90.68),
     ("fmnist_coda", "fmnist_coda.safetensors", "coda_cifar10_9l", {"width": 0.25}, 88.67),
+    # the plain CNN of the same shape (fmnist-cnn preset) B-cosified and fine-tuned (bcosify-fmnist preset); the
+    # file records its recipe, so load_model rebuilds it (docs/bcosification.md)
+    ("fmnist_bcosified", "fmnist_bcosified.safetensors", "bcosify(plain_cnn_9l)", {"width": 0.25}, 89.00),
 ]
 for _name, _file, _arch, _args, _acc in _SHIPPED:
     _ENTRIES[_name] = WeightsEntry(
