@@ -165,15 +165,15 @@ def test_two_worker_processes_equal_one_process_for_every_method(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_ranks_equal_one_process(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    args = _fmnist_args(one, "localisation", ["--methods", "ours,occlusion9"])
+    args = _fmnist_args(one, "localisation", ["--methods", "ours,grad"])
     assert main(args) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "alignnet",
-           *_fmnist_args(two, "localisation", ["--methods", "ours,occlusion9"])]  # fmt: skip
+           *_fmnist_args(two, "localisation", ["--methods", "ours,grad"])]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _assert_same_results(one, two, ("ours", "occlusion9"))
-    shards = list((two / "shards").glob("localisation-occlusion9-*/shard-*.npz"))
+    _assert_same_results(one, two, ("ours", "grad"))
+    shards = list((two / "shards").glob("localisation-grad-*/shard-*.npz"))
     assert len(shards) == 2  # one grid per shard, one shard per rank
 
 
