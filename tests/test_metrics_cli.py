@@ -8,8 +8,8 @@ from matplotlib.figure import Figure
 
 import alignnet
 from _attr_nets import TemplateNet, blob_images, blob_position
-from alignnet.cli import main
 from alignnet.cli import evaluate as evaluate_cli
+from alignnet.cli import main
 from alignnet.metrics import quantus_explain_func
 from alignnet.metrics.plots import compare_figure, plot_ablation, plot_localisation_boxes, plot_pixel_removal
 
