@@ -151,15 +151,17 @@ def _assert_same_results(a, b, methods):
 
 
 @pytest.mark.slow
-def test_two_worker_processes_equal_one_process_for_every_method(tmp_path):
-    methods = ",".join(METHODS)
+def test_two_worker_processes_equal_one_process(tmp_path):
+    # every method is compared across ranks in-process above; real worker processes are checked with one method
+    # of each kind (exact, gradient, CAM, occlusion, random masks) to keep the suite short
+    chosen = ("ours", "grad", "gradcam", "occlusion9", "rise")
     for metric in ("localisation", "pixel-removal"):
         one, two = tmp_path / f"{metric}1", tmp_path / f"{metric}2"
-        assert main(_fmnist_args(one, metric, ["--methods", methods])) == 0
-        assert main(_fmnist_args(two, metric, ["--methods", methods, "--processes", "2"])) == 0
-        _assert_same_results(one, two, METHODS)
+        assert main(_fmnist_args(one, metric, ["--methods", ",".join(chosen)])) == 0
+        assert main(_fmnist_args(two, metric, ["--methods", ",".join(chosen), "--processes", "2"])) == 0
+        _assert_same_results(one, two, chosen)
         summary = json.loads((two / "summary.json").read_text())
-        assert set(summary["results"]["fmnist_bcos"]) == set(METHODS)
+        assert set(summary["results"]["fmnist_bcos"]) == set(chosen)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The grid pointing game ("localisation metric"), REFERENCE.md section 8.
+"""The grid pointing game ("localisation metric"), docs/metrics.md#localisation-grid-pointing-game.
 
 Pure functions first: :func:`make_grids` (the confidence-sorted, seeded selection of images),
 :func:`tile_grids` and :func:`localisation_scores`; :func:`evaluate_localisation` runs the whole
@@ -41,7 +41,7 @@ def make_grids(
     seed: int = 42,
     confidence: float = 0.5,
 ) -> np.ndarray:
-    """Choose the images of each grid (REFERENCE.md section 8, steps 1-2).
+    """Choose the images of each grid (docs/metrics.md#localisation-grid-pointing-game, steps 1-2).
 
     Only correctly classified images whose true-class probability ``sigmoid(logit)`` exceeds
     ``confidence`` (0.5 in the B-cos v2 code; Rao et al.'s GridPG uses 0.99) are eligible; each
@@ -97,7 +97,7 @@ def tile_grids(images: Tensor, grid: int) -> Tensor:
 
 
 def localisation_scores(attributions: Tensor, cells: Tensor | np.ndarray, grid: int, smooth: int = 0) -> Tensor:
-    """Fraction of positive attribution inside each map's target cell (REFERENCE.md section 8, steps 4-5).
+    """Fraction of positive attribution inside each map's target cell (docs/metrics.md#localisation-grid-pointing-game, steps 4-5).
 
     Parameters
     ----------
@@ -201,7 +201,7 @@ def evaluate_localisation(
     progress: bool = True,
     logits: Tensor | None = None,
 ) -> LocalisationResult:
-    """Run the grid pointing game (REFERENCE.md section 8) for one model and method.
+    """Run the grid pointing game (docs/metrics.md#localisation-grid-pointing-game) for one model and method.
 
     Parameters
     ----------
