@@ -38,6 +38,7 @@ METHODS = ["grad", "gradcam", "ixg"]
 def _served(name: str, replicas: int = 1, **kw) -> ServedModel:
     torch.manual_seed(0)
     model = alignnet.create_model(name, **kw)
+    model.input_spec = alignnet.models.InputSpec((32, 32), style="fashion_mnist")  # as the shipped models
     return ServedModel(
         id=name,
         label=name,
