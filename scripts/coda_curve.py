@@ -4,7 +4,7 @@ after every epoch of the long ``fmnist-coda`` run (``scripts/train_coda_long.py`
     python scripts/coda_curve.py [RUN_DIR] [--n-grids 500] [--json PATH] [--figure PATH]
 
 For every ``RUN_DIR/epoch_NN.safetensors``: accuracy on all 10,000 Fashion-MNIST test images and the grid
-pointing game (REFERENCE.md section 8: 3x3 grids, seed 42, threshold 0.5, no smoothing) of ``ours`` on
+pointing game (docs/metrics.md#localisation-grid-pointing-game: 3x3 grids, seed 42, threshold 0.5, no smoothing) of ``ours`` on
 ``--n-grids`` grids. Files already measured (same SHA-256 and settings in the JSON) are not measured again; the
 localisation of a file killed half-way resumes from its shards (RUN_DIR/curve_shards). Writes the JSON and a
 figure of both against the epoch, with the shipped 4-epoch model (88.67%, 0.555) and the CoDA paper's 0.912
