@@ -53,7 +53,7 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def _start_server(port: int, workers: int, torch_threads: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "alignnet.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "alignnet", "serve", "--port", str(port)]
     cmd += ["--workers", str(workers), "--torch-threads", str(torch_threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 180

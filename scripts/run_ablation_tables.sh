@@ -9,7 +9,7 @@ OUT=${2:-runs/ablation_tables}
 shift 2 || shift $#
 STAGES=${*:-"T_loc b_loc T_pr b_pr"}
 PY=${PYTHON:-python}
-ev() { "$PY" -m alignnet.cli evaluate --data fmnist --quiet --methods ours "$@"; }
+ev() { "$PY" -m alignnet evaluate --data fmnist --quiet --methods ours "$@"; }
 # every run directory names its model model.safetensors: copy them to distinct names, since result files are
 # named after the model file
 mkdir -p "$OUT/models"

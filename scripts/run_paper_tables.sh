@@ -19,7 +19,7 @@ shift || true
 STAGES=${*:-"loc_fast pr_ours pr_fast pr_slow loc_slow"}
 PY=${PYTHON:-python}
 W=src/alignnet/weights
-ev() { "$PY" -m alignnet.cli evaluate --data fmnist --quiet "$@"; }
+ev() { "$PY" -m alignnet evaluate --data fmnist --quiet "$@"; }
 for stage in $STAGES; do
   for m in coda bcos; do
     model="--model $W/fmnist_$m.safetensors"

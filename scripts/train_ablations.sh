@@ -13,7 +13,7 @@ mkdir -p "$RUNS"
 train() {  # NAME PRESET [--set ...]
   local name=$1 preset=$2
   shift 2
-  "$PY" -m alignnet.cli train --preset "$preset" --set trainer.num_threads=1 --no-progress "$@" \
+  "$PY" -m alignnet train --preset "$preset" --set trainer.num_threads=1 --no-progress "$@" \
     --output "$RUNS/$name" --overwrite > "$RUNS/$name.log" 2>&1
 }
 (

@@ -8,7 +8,7 @@ RUNS=${1:-runs/demo}
 PY=${PYTHON:-python}
 mkdir -p "$RUNS"
 for preset in fmnist-bcos fmnist-coda fmnist-cnn; do  # all 60,000 training images, see the presets
-  "$PY" -m alignnet.cli train --preset "$preset" --set trainer.num_threads=1 --no-progress \
+  "$PY" -m alignnet train --preset "$preset" --set trainer.num_threads=1 --no-progress \
     --output "$RUNS/$preset" --overwrite > "$RUNS/$preset.log" 2>&1 &
 done
 wait
