@@ -24,6 +24,7 @@ __all__ = [
     "check_target_range",
     "explain",
     "expected_input_channels",
+    "explaining",
     "input_gradients_only",
     "resolve_target_alias",
 ]
@@ -204,6 +205,20 @@ def input_gradients_only(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(flag)
 
 
+@contextlib.contextmanager
+def explaining(model: nn.Module) -> Iterator[nn.Module]:
+    """The state one explanation pass needs, restored on exit: gradients on (also inside a caller's
+    inference-mode block), eval mode, input gradients only, explanation mode (dynamic factors detached)."""
+    with (
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        eval_mode(model),
+        input_gradients_only(model),
+        explanation_mode(model),
+    ):
+        yield model
+
+
 def _normalise_targets(targets, logits: Tensor, explained: Tensor) -> Tensor:
     """Targets as a long tensor ``(N,)`` or ``(N, K)``, range-checked against ``explained``."""
     n, k = explained.shape
@@ -317,14 +332,7 @@ def explain(
         elif isinstance(m, LogitLayer):
             hooks.append(m.register_forward_hook(keep_bias))
     try:
-        # inference_mode(False): a caller's inference-mode block must not turn our graph off
-        with (
-            torch.inference_mode(False),
-            torch.enable_grad(),
-            eval_mode(model),
-            input_gradients_only(model),
-            explanation_mode(model),
-        ):
+        with explaining(model):
             x = as_model_input(model, images).clone().requires_grad_(True)
             logits = model(x)
             if not isinstance(logits, Tensor) or logits.dim() != 2:

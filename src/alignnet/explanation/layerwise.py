@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..layers import DynamicLinear, eval_mode, explanation_mode
-from .dynamic_linear import as_model_input, check_images, check_target_range, input_gradients_only
+from ..layers import DynamicLinear
+from .dynamic_linear import as_model_input, check_images, check_target_range, explaining
 
 __all__ = ["layer_contributions", "top_level_dynamic_layers"]
 
@@ -73,13 +73,7 @@ def layer_contributions(model: nn.Module, image: Tensor, target: int) -> list[tu
 
     hooks = [m.register_forward_pre_hook(keep(n)) for n, m in layers]
     try:
-        with (
-            torch.inference_mode(False),
-            torch.enable_grad(),
-            eval_mode(model),
-            input_gradients_only(model),
-            explanation_mode(model),
-        ):
+        with explaining(model):
             x = as_model_input(model, image).clone().requires_grad_(True)
             logits = model(x)
             if not isinstance(logits, Tensor) or logits.dim() != 2:
