@@ -2,8 +2,9 @@
 (T=1000, width 0.25, all 60,000 images) trained for more epochs, with the weights exported after every
 few epochs so that accuracy and localisation can be measured along the way.
 
-Usage: python scripts/train_coda_long.py OUT [EPOCHS] [EVERY]
+Usage: python scripts/train_coda_long.py OUT [EPOCHS] [EVERY] [--resume]
 Writes OUT/epoch_NN.safetensors every EVERY epochs (and the usual run layout of ``alignnet train``).
+``--resume`` continues an interrupted run in OUT from its checkpoints (``alignnet train --resume``).
 """
 
 from __future__ import annotations
@@ -32,14 +33,22 @@ class ExportEvery(L.Callback):
 
 
 def main() -> None:
-    out = Path(sys.argv[1])
-    epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 15
-    every = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    resume = "--resume" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    out = Path(args[0])
+    epochs = int(args[1]) if len(args) > 1 else 15
+    every = int(args[2]) if len(args) > 2 else 3
     data = apply_overrides(
         load_preset("fmnist-coda"),
         [f"trainer.epochs={epochs}", "trainer.num_threads=1", "trainer.progress_bar=false"],
     )
-    result = train(config_from_dict(data), out, overwrite=True, callbacks=[ExportEvery(out, every)])
+    result = train(
+        config_from_dict(data),
+        out,
+        resume=out if resume else None,
+        overwrite=not resume,
+        callbacks=[ExportEvery(out, every)],
+    )
     print(result.metrics, result.wall_time_s)
 
 

@@ -36,15 +36,15 @@ class BcosifiedConv2d(BcosConv2d):
     so a pretrained convolution converts without changing its linear part.
     """
 
-    def normalized_weight(self) -> Tensor:
-        return self.weight
+    def weight_norms(self) -> None:
+        return None
 
 
 class BcosifiedLinear(BcosLinear):
     """:class:`~alignnet.layers.BcosLinear` with the weight used as it is (not scaled to unit norm)."""
 
-    def normalized_weight(self) -> Tensor:
-        return self.weight
+    def weight_norms(self) -> None:
+        return None
 
 
 class InputEncoding(nn.Module):

@@ -13,7 +13,6 @@ the only difference in the state dict is that ``bcos`` stores the weight as ``li
 from __future__ import annotations
 
 import math
-import weakref
 
 import torch
 import torch.nn.functional as F
@@ -74,8 +73,13 @@ def patch_norms(
     xs = x.float() if x.dtype in _LOW_PRECISION else x
     squares = xs * xs
     squares = squares.unflatten(1, (groups, -1)).sum(2) if groups > 1 else squares.sum(1, keepdim=True)
-    pooled = F.avg_pool2d(squares, (kh, kw), stride=stride, padding=padding)
-    return (pooled * (kh * kw) + _NORM_EPS).sqrt().to(x.dtype)
+    if (kh, kw) == (1, 1) and _pair(padding) == (0, 0):
+        sums = squares[..., :: _pair(stride)[0], :: _pair(stride)[1]]  # a 1x1 patch is one position
+    else:  # sum pooling: the average times k*k
+        sums = F.avg_pool2d(squares, (kh, kw), stride=stride, padding=padding, divisor_override=1)
+    if _autograd_needs(sums) or sums is squares:
+        return (sums + _NORM_EPS).sqrt().to(x.dtype)
+    return sums.add_(_NORM_EPS).sqrt_().to(x.dtype)
 
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -157,6 +161,11 @@ def _max_out(units: Tensor, dim: int) -> Tensor:
     return units.amax(dim=dim)
 
 
+def _functorch() -> bool:
+    """Inside a torch.func transform (grad, vmap, jacrev): tensors may be wrapped, no in-place shortcuts."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
 def _compiling() -> bool:
     is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
     return bool(is_compiling is not None and is_compiling())
@@ -172,83 +181,76 @@ def _bcos_scaling(linear: Tensor, norm: Tensor, b: float, detach: bool) -> Tenso
         return factor * linear
     if norm.dtype != linear.dtype:  # autocast: the convolution ran in a lower precision than the norms
         norm = norm.to(linear.dtype)
+    if not _autograd_needs(linear, norm):
+        # Inference: one temporary instead of three. ``linear`` is the layer's own fresh output, so
+        # it may be overwritten (CPU tensors come from malloc, not a caching allocator, and every
+        # new activation-sized tensor costs page faults: about 5% of a B-cos ResNet's forward).
+        return linear.mul_(_factor_in_place(linear, norm, b))
+    if detach and not (norm.requires_grad or linear.is_leaf or linear._is_view() or _functorch()):
+        # Explanation mode: the factor is a constant, so autograd's in-place product saves just the
+        # factor and its backward is one multiplication (the autograd.Function would recompute it).
+        return linear.mul_(_factor_in_place(linear.detach(), norm, b))
     return _BcosScaling.apply(linear, norm, b, detach)
 
 
-def _row_norms(w: Tensor) -> Tensor:
-    """L2 norm of each output row of a weight ``(O, ...)``, shaped to broadcast against it."""
-    return torch.linalg.vector_norm(w.flatten(1), dim=1).view(-1, *([1] * (w.dim() - 1)))
+def _factor_in_place(linear: Tensor, norm: Tensor, b: float) -> Tensor:
+    """``_dynamic_factor`` in one new tensor (``linear`` and ``norm`` are only read)."""
+    if b == 2:
+        return linear.abs().div_(norm)
+    return linear.div(norm).abs_().add_(_COS_EPS).pow_(b - 1)
 
 
-def _cache_key(w: Tensor) -> tuple | None:
-    """What identifies the current values of ``w`` without reading them, or None when they cannot be
-    tracked (functorch transforms, tensors without a version counter)."""
-    if torch._C._functorch.peek_interpreter_stack() is not None:
-        return None  # under torch.func the weight may be a transformed (batched / gradient) tensor
-    try:
-        return (w._version, w.data_ptr(), w.dtype, w.device)
-    except RuntimeError:  # inference tensors have no version counter
-        return None
+def _autograd_needs(*tensors: Tensor) -> bool:
+    """Whether autograd or a torch.func transform may need these tensors' values later (then no in-place ops)."""
+    if _functorch():
+        return True
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def _normalized(layer: nn.Module) -> Tensor:
-    """``weight / ||weight||`` per output row.
+def _divide_rows(out: Tensor, norms: Tensor | None, dim: int) -> Tensor:
+    """``out / norms`` along ``dim`` (the output channels): the linear map with unit-norm weight rows.
 
-    When no gradient w.r.t. the weight is needed (inference, or :func:`alignnet.explain`, which
-    needs gradients w.r.t. the input only) the result is cached and reused while the weight is the
-    same tensor object with the same version counter, storage, dtype and device: re-normalising on
-    every call cost about a fifth of a B-cos ResNet's batch-1 inference time. The check reads no
-    weight values (no device sync, no copy). Every in-place change made through the parameter
-    (optimizer steps, ``load_state_dict``, ``with torch.no_grad(): weight[i] += 1``,
-    ``weight.detach().add_()``) bumps the version counter; a new tensor (``.to()``, pruning or
-    tying hooks that assign ``weight``) fails the identity check. The one change no version
-    counter sees is an in-place edit through ``weight.data`` (by PyTorch's design ``.data`` has
-    its own counter; autograd cannot see such edits either): on the CPU a strided sample of the
-    values catches a replaced weight, but not a few edited elements. Edit under
-    ``torch.no_grad()`` instead, or call :meth:`clear_cache` after editing ``weight.data``.
-
-    The cached tensor is computed outside inference mode, so a forward pass under
-    ``torch.inference_mode()`` never leaves an inference tensor behind for a later backward pass.
+    Dividing the output of the raw weight by its row norms equals using ``w / ||w||`` as the weight,
+    but builds no normalised copy of the weight: nothing is cached, so nothing can go stale (an edit
+    through ``weight.data``, a tied or pruned weight, ``.to()``), and the convolution always sees the
+    parameter itself. The division is in place when autograd does not need the undivided output.
     """
-    w = layer.weight
-    if torch.jit.is_scripting() or (torch.is_grad_enabled() and w.requires_grad) or _compiling():
-        return w / _row_norms(w)
-    key = _cache_key(w)
-    if key is None:
-        return w / _row_norms(w)
-    cache = layer.__dict__.get("_w_hat_cache")
-    sample = _value_sample(w)
-    if cache is not None and cache[0] == key and cache[1]() is w and (sample is None or torch.equal(sample, cache[3])):
-        return cache[2]
-    with torch.inference_mode(False), torch.no_grad():
-        w_hat = w / _row_norms(w)
-        sample = None if sample is None else sample.clone()
-    layer.__dict__["_w_hat_cache"] = (key, weakref.ref(w), w_hat, sample)
-    return w_hat
+    if norms is None:
+        return out
+    norms = norms.to(out.dtype)  # autocast: the convolution ran in a lower precision than the weight
+    shape = [1] * out.dim()
+    shape[dim] = -1
+    norms = norms.view(shape)
+    if norms.requires_grad or torch.jit.is_scripting() or _compiling() or _functorch():
+        return out / norms
+    return out.div_(norms)  # autograd's division by a constant does not need the undivided output
 
 
-def _value_sample(w: Tensor) -> Tensor | None:
-    """On the CPU only, ~256 strided weight values: comparing them (microseconds, and a CPU has no
-    device to sync with) also catches most wholesale replacements made through ``weight.data``. On
-    other devices the comparison would sync the device on every call, so there is none."""
-    if w.device.type != "cpu":
-        return None
-    return w.detach().reshape(-1)[:: max(1, w.numel() // 256)]
+def _weight_row_norms(w: Tensor) -> Tensor:
+    """``||w_o||`` of every output row ``o`` (shape ``(O,)``), accumulated in float32 for half precision."""
+    flat = w.flatten(1)
+    if flat.dtype in _LOW_PRECISION:
+        return torch.linalg.vector_norm(flat, dim=1, dtype=torch.float32)
+    return torch.linalg.vector_norm(flat, dim=1)
 
 
-class _CachedWeight(DynamicLinear):
-    """Drops the normalised-weight cache whenever the module's tensors are converted or moved."""
+class _UnitRows(DynamicLinear):
+    """A layer whose weight rows act with unit norm: ``w / ||w||`` is never materialised (see
+    :func:`_divide_rows`); :meth:`normalized_weight` computes it for inspection."""
 
-    def clear_cache(self) -> None:
-        """Forget the cached normalised weight (needed only after editing ``weight.data`` in place)."""
-        self.__dict__.pop("_w_hat_cache", None)
+    def weight_norms(self) -> Tensor | None:
+        """The divisors of the output channels (the weight's row norms), or None for none."""
+        return _weight_row_norms(self.weight)
 
-    def _apply(self, fn, recurse: bool = True):
-        self.clear_cache()  # never keep a copy on the old device / in the old dtype
-        return super()._apply(fn, recurse)
+    def normalized_weight(self) -> Tensor:
+        """The weight the layer effectively applies: unit-norm rows ``w / ||w||``."""
+        norms = self.weight_norms()
+        if norms is None:
+            return self.weight
+        return self.weight / norms.to(self.weight.dtype).view(-1, *([1] * (self.weight.dim() - 1)))
 
 
-class BcosConv2d(_CachedWeight):
+class BcosConv2d(_UnitRows):
     """B-cos 2D convolution.
 
     Parameters
@@ -290,18 +292,16 @@ class BcosConv2d(_CachedWeight):
         conv = nn.Conv2d(in_channels, out_channels * self.max_out, kernel_size, groups=groups, bias=False)
         self.weight = nn.Parameter(conv.weight.detach().clone())
 
-    def normalized_weight(self) -> Tensor:
-        """Unit-norm weight rows ``w_hat`` (each over ``in/groups * k * k``); cached when no gradient is needed."""
-        return _normalized(self)
-
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        out = F.conv2d(x, self.normalized_weight(), None, self.stride, self.padding, 1, self.groups)
+        out = F.conv2d(x, self.weight, None, self.stride, self.padding, 1, self.groups)
+        out = _divide_rows(out, self.weight_norms(), 1)
         if self.max_out > 1:
             out = _max_out(out.unflatten(1, (self.out_channels, self.max_out)), 2)
         if self.b != 1:
-            norm = patch_norms(x, self.kernel_size, self.stride, self.padding, self.groups)
+            # explanation mode detaches the norms: computing them from x.detach() records no graph
+            norm = patch_norms(x.detach() if self.detach else x, self.kernel_size, self.stride, self.padding, self.groups)
             if self.groups > 1:
                 norm = norm.repeat_interleave(self.out_channels // self.groups, dim=1)
             out = _bcos_scaling(out, norm, self.b, self.detach)
@@ -321,7 +321,7 @@ class BcosConv2d(_CachedWeight):
         return s
 
 
-class BcosLinear(_CachedWeight):
+class BcosLinear(_UnitRows):
     """B-cos linear layer: ``(*, in_features) -> (*, out_features)``; arguments as :class:`BcosConv2d`."""
 
     def __init__(
@@ -339,18 +339,15 @@ class BcosLinear(_CachedWeight):
         lin = nn.Linear(in_features, out_features * self.max_out, bias=False)
         self.weight = nn.Parameter(lin.weight.detach().clone())
 
-    def normalized_weight(self) -> Tensor:
-        """Unit-norm weight rows ``w_hat``; cached when no gradient is needed."""
-        return _normalized(self)
-
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"{type(self).__name__} expects input (..., {self.in_features}), got {tuple(x.shape)}")
-        out = F.linear(x, self.normalized_weight())
+        out = F.linear(x, self.weight)
+        out = _divide_rows(out, self.weight_norms(), -1)
         if self.max_out > 1:
             out = _max_out(out.unflatten(-1, (self.out_features, self.max_out)), -1)
         if self.b != 1:
-            norm = _vector_norms(x)
+            norm = _vector_norms(x.detach() if self.detach else x)
             out = _bcos_scaling(out, norm, self.b, self.detach)
         return out if self.scale is None else out / self.scale
 
