@@ -301,7 +301,9 @@ class BcosConv2d(_UnitRows):
             out = _max_out(out.unflatten(1, (self.out_channels, self.max_out)), 2)
         if self.b != 1:
             # explanation mode detaches the norms: computing them from x.detach() records no graph
-            norm = patch_norms(x.detach() if self.detach else x, self.kernel_size, self.stride, self.padding, self.groups)
+            norm = patch_norms(
+                x.detach() if self.detach else x, self.kernel_size, self.stride, self.padding, self.groups
+            )
             if self.groups > 1:
                 norm = norm.repeat_interleave(self.out_channels // self.groups, dim=1)
             out = _bcos_scaling(out, norm, self.b, self.detach)
