@@ -90,6 +90,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/coda_curve.json"))
     parser.add_argument("--figure", type=Path, default=Path("benchmarks/figures/coda_curve.png"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--epochs", default=None, help="comma-separated epochs to measure (default: every file); others are skipped"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     protocol = Protocol("localisation", grid=3, n_grids=args.n_grids, seed=42, smooth=0, confidence=0.5)
@@ -97,10 +100,13 @@ def main() -> None:
     settings = {"n_grids": args.n_grids, "grid": 3, "seed": 42, "smooth": 0, "confidence": 0.5, "method": "ours"}
     old = {r["sha256"]: r for r in cached.get("epochs", [])} if cached.get("settings") == settings else {}
     data = fashion_mnist(args.data, split="test")
+    wanted = None if args.epochs is None else {int(e) for e in args.epochs.split(",")}
     results = []
     for path in sorted(args.run.glob("epoch_*.safetensors")):
         epoch = int(re.search(r"epoch_(\d+)", path.name).group(1))
         digest = _sha256(path)
+        if digest not in old and wanted is not None and epoch not in wanted:
+            continue
         if digest in old:
             entry = old[digest]
         else:

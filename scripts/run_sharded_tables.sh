@@ -4,11 +4,12 @@
 # (grid k and image k do not depend on --n-grids / --n-images), so the run can be stopped after any round and each
 # finished round is a complete result (copied to <dir>_n<count>).
 # Usage: bash scripts/run_sharded_tables.sh [OUT] [ROUND ...]   e.g. ROUND = "loc rise 16" or "pr lime 128 coda"
+# PROCESSES=N (default 2) sets the number of worker processes (one thread each).
 set -euo pipefail
 OUT=${1:-runs/sharded}
 shift || true
 PY=${PYTHON:-python}
-ev() { "$PY" -m alignnet evaluate --data fmnist --processes 2 --quiet "$@"; }
+ev() { "$PY" -m alignnet evaluate --data fmnist --processes "${PROCESSES:-2}" --quiet "$@"; }
 keep() { mkdir -p "$1_n$2" && cp "$1"/*.json "$1"/*.npz "$1_n$2/"; }
 loc() {  # localisation of method $1 on the first $2 grids (2 grids per step and per shard), models ${3:-bcos coda}
   for m in ${3:-bcos coda}; do

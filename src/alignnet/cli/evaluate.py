@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=list_presets(),
         help="a paper's protocol; options given explicitly override it: "
-        + "; ".join(f"{k}: {p.description}" for k, p in sorted(PRESETS.items())),
+        # argparse %-formats help strings: the descriptions' "25%" must be escaped
+        + "; ".join(f"{k}: {p.description}" for k, p in sorted(PRESETS.items())).replace("%", "%%"),
     )
     parser.add_argument(
         "--methods", default=DEFAULT_METHODS, help=f"comma-separated, or 'all' (default: {DEFAULT_METHODS})"
