@@ -192,8 +192,8 @@ def resolve_target_alias(targets, target, name: str = "targets"):
 def input_gradients_only(model: nn.Module) -> Iterator[nn.Module]:
     """Switch the parameters' ``requires_grad`` off for the block (restored on exit, exceptions included).
 
-    Gradients w.r.t. the input then skip the parameters' part of the graph, leave every ``.grad``
-    untouched and let the B-cos layers reuse their cached normalised weights.
+    Gradients w.r.t. the input then skip the parameters' part of the graph (no weight gradients are
+    computed) and leave every ``.grad`` untouched.
     """
     saved = [(p, p.requires_grad) for p in model.parameters()]
     try:
