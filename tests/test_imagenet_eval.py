@@ -98,3 +98,43 @@ def test_imagenet_pixel_removal_preset_with_a_random_weight_model(mini_imagenet,
         assert f["curves_least"].shape == (6, 3) and f["curves_most"].shape == (6, 3)
     cfg = json.loads((out / "pixel_removal_ours.json").read_text())["config"]
     assert cfg["n_images"] == 6 and cfg["fraction"] == 0.25 and cfg["protocol"]["batch_size"] == 16
+
+
+def test_rescale_tiles_shrunk_images_into_one_image_size():
+    import torch
+    import torch.nn.functional as F
+
+    from alignnet.metrics.localisation import tile_grids
+
+    torch.manual_seed(0)
+    images = torch.rand(3, 4, 3, 16, 12, dtype=torch.float64)
+    tiled = tile_grids(images, 2, rescale=True)
+    assert tiled.shape == (3, 3, 16, 12)
+    shrunk = F.interpolate(images[1, 2][None], size=(8, 6), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(tiled[1, :, 8:, :6], shrunk[0], rtol=0, atol=0)  # cell 2: second row, first column
+    assert tile_grids(images, 2).shape == (3, 3, 32, 24)
+    with pytest.raises(ValueError, match="divisible"):
+        tile_grids(torch.rand(1, 9, 3, 10, 10), 3, rescale=True)
+
+
+def test_bcosification_vit_preset_on_the_miniature_folder(mini_imagenet, tmp_path, monkeypatch):
+    """500_2x2_rescale: each 8x8 image shrunk to 4x4, so a 2x2 grid is the model's 8x8 input."""
+    from alignnet.cli import evaluate as evaluate_cli
+
+    def template(spec, device, progress=True):
+        model = TemplateNet()
+        model.input_spec = InputSpec(size=(8, 8))
+        return model
+
+    monkeypatch.setattr(evaluate_cli, "resolve_model", template)
+    out = tmp_path / "vit"
+    args = ["evaluate", "--model", "template", "--data", f"imagenet:{mini_imagenet}", "--preset",
+            "bcosification-localisation-vit", "--methods", "ours", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    cfg = json.loads((out / "localisation_ours.json").read_text())["config"]
+    assert (cfg["grid"], cfg["n_grids"], cfg["smooth"], cfg["rescale"]) == (2, 500, 15, True)
+    assert cfg["data"]["shape"][-2:] == [8, 8]  # the grid has one image's size
+    assert cfg["protocol"]["rescale"] is True
+    out2 = tmp_path / "plain"
+    assert main([*args[:-3], "--out", str(out2), "--quiet", "--preset", "bcos-v2-localisation"]) == 0
+    assert json.loads((out2 / "localisation_ours.json").read_text())["config"]["data"]["shape"][-2:] == [16, 16]

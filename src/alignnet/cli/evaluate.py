@@ -61,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--confidence", type=float, help="localisation: cells need sigmoid(true logit) > this (default 0.5)"
     )
+    parser.add_argument(
+        "--rescale",
+        action="store_true",
+        default=None,
+        help="localisation: shrink each image by 1/grid so a grid has the model's input size (for ViTs)",
+    )
     parser.add_argument("--n-images", type=int, help=f"pixel removal: images (default {d.n_images})")
     parser.add_argument("--steps", type=int, help=f"pixel removal: steps (default {d.steps})")
     parser.add_argument("--fraction", type=float, help="pixel removal: largest removed fraction (0.25)")
@@ -91,6 +97,7 @@ def _protocol(args: argparse.Namespace) -> Protocol:
         seed=args.seed,
         smooth=args.smooth,
         confidence=args.confidence,
+        rescale=args.rescale,
         n_images=args.n_images,
         steps=args.steps,
         fraction=args.fraction,

@@ -209,13 +209,14 @@ def _localisation(model, items, logits, name, attributor, protocol: Protocol, wo
     n = protocol.grid**2
     classes = labels.numpy()[grids]
     device = next((t.device for t in model.parameters()), torch.device("cpu"))
-    first = tile_grids(items.get(grids[0])[0][None], protocol.grid).to(device)
+    first = tile_grids(items.get(grids[0])[0][None], protocol.grid, protocol.rescale).to(device)
     config = {
         "metric": "localisation",
         "model_hash": model_hash(model),
         "method": name,
         "method_config": attributor.prepare(first),
         **{k: v for k, v in protocol.record().items() if k in ("grid", "n_grids", "seed", "smooth", "confidence")},
+        **({"rescale": True} if protocol.rescale else {}),  # absent when off: older shard keys stay valid
         "grids_made": len(grids),
         "data": {"n": len(items), "shape": list(first.shape[1:]), "grids_hash": config_key(grids.tolist())},
     }
@@ -230,7 +231,7 @@ def _localisation(model, items, logits, name, attributor, protocol: Protocol, wo
             chunk = grids[s : min(s + per_step, stop)]
             k = len(chunk)
             images = items.get(chunk)[0]
-            tiled = tile_grids(images.view(k, n, *images.shape[1:]), protocol.grid)
+            tiled = tile_grids(images.view(k, n, *images.shape[1:]), protocol.grid, protocol.rescale)
             maps = attributor.attribute_maps(tiled.to(device), torch.from_numpy(classes[s : s + k]).to(device))
             maps = maps.reshape(k * n, *maps.shape[-2:])
             scores.append(localisation_scores(maps, cells[: k * n].to(maps.device), protocol.grid, protocol.smooth))

@@ -87,13 +87,26 @@ def make_grids(
     return np.asarray(grids, dtype=np.int64).reshape(len(grids), n)
 
 
-def tile_grids(images: Tensor, grid: int) -> Tensor:
-    """Tile ``(G, grid**2, C, h, w)`` images row-major into ``(G, C, grid*h, grid*w)``."""
+def tile_grids(images: Tensor, grid: int, rescale: bool = False) -> Tensor:
+    """Tile ``(G, grid**2, C, h, w)`` images row-major into ``(G, C, grid*h, grid*w)``.
+
+    ``rescale``: first shrink every image to ``(h // grid, w // grid)`` (bilinear with antialiasing), so
+    the grid has the size of one image -- the B-cos v2 ``_rescale`` configs, used for ViTs whose input
+    size is fixed. On a centre crop this keeps the field of view of the original protocol, which
+    resizes and crops each photo to ``1/grid`` of the usual sizes.
+    """
     g = int(grid)
     if images.dim() != 5 or images.shape[1] != g * g:
         raise ValueError(f"expected images (G, {g * g}, C, h, w), got {tuple(images.shape)}")
+    if rescale:
+        n_grids, n, c, h, w = images.shape
+        if h % g or w % g:
+            raise ValueError(f"rescale needs image sides divisible by the grid ({g}), got {h}x{w}")
+        small = F.interpolate(images.reshape(n_grids * n, c, h, w), size=(h // g, w // g), mode="bilinear",
+                              align_corners=False, antialias=True)  # fmt: skip
+        images = small.view(n_grids, n, c, h // g, w // g)
     n_grids, _, c, h, w = images.shape
-    return images.view(n_grids, g, g, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(n_grids, c, g * h, g * w)
+    return images.reshape(n_grids, g, g, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(n_grids, c, g * h, g * w)
 
 
 def localisation_scores(attributions: Tensor, cells: Tensor | np.ndarray, grid: int, smooth: int = 0) -> Tensor:

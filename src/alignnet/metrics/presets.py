@@ -32,6 +32,7 @@ class Protocol:
     seed: int = 42  # grid selection seed
     smooth: int = 0  # odd average-pool size before scoring (0 or 1: none; B-cos v2 ImageNet: 15)
     confidence: float = 0.5  # cells need sigmoid(true-class logit) > confidence (GridPG: 0.99)
+    rescale: bool = False  # shrink each cell image by 1/grid so the grid has the model's input size (ViTs)
     n_images: int = 1024
     steps: int = 128
     fraction: float = 0.25  # largest removed fraction
@@ -90,6 +91,11 @@ PRESETS: dict[str, Protocol] = {
     "bcosification-localisation": Protocol(
         "localisation", grid=3, n_grids=500, smooth=15, confidence=0.5, batch_size=9,
         description="B-cosification CNNs: 500 grids of 3x3, smoothing 15, threshold 0.5 (500_3x3)",
+    ),
+    "bcosification-localisation-vit": Protocol(
+        "localisation", grid=2, n_grids=500, smooth=15, confidence=0.5, rescale=True, batch_size=8,
+        description="B-cosification ViTs: 500 grids of 2x2, each image shrunk to half size (224 -> 112-pixel cells, "
+        "so the grid is the ViT's 224x224 input), smoothing 15, threshold 0.5 (500_2x2_rescale)",
     ),
     "gridpg-localisation": Protocol(
         "localisation", grid=3, n_grids=500, smooth=0, confidence=0.99,
