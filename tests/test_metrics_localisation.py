@@ -154,3 +154,25 @@ def test_summarise():
         "min": 0.0,
         "max": 1.0,
     }
+
+
+def test_one_process_loop_takes_the_same_protocol_options_as_the_sharded_one(tmp_path):
+    """``confidence`` and ``rescale`` reach the single-process loop too, with the sharded loop's scores."""
+    from alignnet.metrics.evaluate import evaluate_one
+    from alignnet.metrics.presets import Protocol
+
+    torch.manual_seed(0)
+    model = TemplateNet()
+    data = blob_images(per_class=4)
+    for confidence, rescale in ((0.5, False), (0.9, False), (0.5, True)):
+        res = evaluate_localisation(
+            model, data, "ours", grid=2, n_grids=4, confidence=confidence, rescale=rescale, progress=False
+        )
+        protocol = Protocol("localisation", grid=2, n_grids=4, confidence=confidence, rescale=rescale)
+        ref = evaluate_one(model, data, "ours", protocol, tmp_path / f"{confidence}{rescale}", progress=False)
+        np.testing.assert_array_equal(res.grids, ref.grids)
+        np.testing.assert_allclose(res.scores, ref.scores, rtol=0, atol=1e-12)
+        assert res.config["confidence"] == confidence and res.config.get("rescale", False) == rescale
+        assert res.config["data"]["shape"][-1] == (8 if rescale else 16)
+    with pytest.raises(ValueError, match="no grid could be formed"):  # the threshold does select images
+        evaluate_localisation(model, data, "ours", grid=2, n_grids=4, confidence=0.999999, progress=False)

@@ -213,8 +213,13 @@ def evaluate_localisation(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     logits: Tensor | None = None,
+    confidence: float = 0.5,
+    rescale: bool = False,
 ) -> LocalisationResult:
     """Run the grid pointing game (docs/metrics.md#localisation-grid-pointing-game) for one model and method.
+
+    The one-process loop with a per-batch cache; :func:`alignnet.metrics.evaluate.evaluate_one` runs the
+    same protocol sharded over processes (and equals this function's scores, tested).
 
     Parameters
     ----------
@@ -225,9 +230,10 @@ def evaluate_localisation(
         pair of tensors ``(images, labels)``.
     method, method_config:
         A registry name and its config (:func:`~alignnet.attribution.get_attributor`) or an attributor.
-    grid, n_grids, seed, smooth:
-        The protocol: ``n_grids`` grids of ``grid x grid`` images chosen with ``seed``; ``smooth``
-        as in :func:`localisation_scores`.
+    grid, n_grids, seed, smooth, confidence, rescale:
+        The protocol: ``n_grids`` grids of ``grid x grid`` images chosen with ``seed`` among images
+        whose true-class ``sigmoid(logit) > confidence``; ``smooth`` as in :func:`localisation_scores`;
+        ``rescale`` as in :func:`tile_grids` (the ViT protocol).
     batch_size:
         Maps attributed per call (rounded down to whole grids).
     cache_dir:
@@ -243,13 +249,14 @@ def evaluate_localisation(
     device = model_device(model)
     if logits is None:
         logits = predict(model, images, device=device)
-    grids = make_grids(logits, labels, grid, n_grids, seed)
+    grids = make_grids(logits, labels, grid, n_grids, seed, confidence)
     n = int(grid) ** 2
     if len(grids) == 0:
         raise ValueError("no grid could be formed: too few correctly and confidently classified images per class")
     classes = labels.numpy()[grids]
     # settings that depend on the input (GradCAM's default layer) are resolved before they are recorded
-    recorded_config = attributor.prepare(tile_grids(images[torch.from_numpy(grids[:1])], grid).to(device))
+    first = tile_grids(images[torch.from_numpy(grids[:1])], grid, rescale)
+    recorded_config = attributor.prepare(first.to(device))
     config = {
         "metric": "localisation",
         "model_hash": model_hash(model),
@@ -260,7 +267,9 @@ def evaluate_localisation(
         "grids_made": len(grids),
         "seed": int(seed),
         "smooth": int(smooth),
-        "data": {"n": int(len(labels)), "shape": list(images.shape[1:]), "grids_hash": config_key(grids.tolist())},
+        "confidence": float(confidence),
+        **({"rescale": True} if rescale else {}),
+        "data": {"n": int(len(labels)), "shape": list(first.shape[1:]), "grids_hash": config_key(grids.tolist())},
     }
     scores = np.full(len(grids) * n, np.nan)
     done = 0
@@ -278,7 +287,7 @@ def evaluate_localisation(
         while done < len(grids):
             chunk = grids[done : done + per_step]
             k = len(chunk)
-            tiled = tile_grids(images[torch.from_numpy(chunk)], grid).to(device)  # (k, C, gH, gW)
+            tiled = tile_grids(images[torch.from_numpy(chunk)], grid, rescale).to(device)  # (k, C, gH, gW)
             # (k, n, gH, gW): every cell's class of a grid explained together (one forward pass for ours)
             maps = attributor.attribute_maps(tiled, torch.from_numpy(classes[done : done + k]).to(device))
             maps = maps.reshape(k * n, *maps.shape[-2:])
