@@ -163,10 +163,13 @@ def test_from_bcos_logits_and_explanations(name):
     if hasattr(ours, "positional_embedding"):
         ours.positional_embedding.attribute = False  # their gradient leaves the embedding unattributed
     e = alignnet.explain(ours, x, target)
-    assert torch.allclose(e.logits, their_logits.detach(), rtol=1e-12, atol=1e-12)
+    # float64 rounding, amplified by deep random-weight nets: our layers divide the convolution's output by
+    # the weight norms where the package normalises the weight first (same value, different rounding); the
+    # deepest models here differ by up to ~1e-10 relative (float32 rounding would give ~1e-4)
+    torch.testing.assert_close(e.logits, their_logits.detach(), rtol=1e-9, atol=1e-9 * float(their_logits.abs().max()))
     scale = x6.grad.abs().max()
     assert scale > 0
-    assert torch.allclose(e.weights, x6.grad, rtol=1e-9, atol=1e-10 * float(scale))
+    torch.testing.assert_close(e.weights, x6.grad, rtol=1e-7, atol=1e-9 * float(scale))
 
 
 @pytest.mark.parametrize("norm", ["position", "batch_uncentered"])
