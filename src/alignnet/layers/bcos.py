@@ -77,7 +77,7 @@ def patch_norms(
         sums = squares[..., :: _pair(stride)[0], :: _pair(stride)[1]]  # a 1x1 patch is one position
     else:  # sum pooling: the average times k*k
         sums = F.avg_pool2d(squares, (kh, kw), stride=stride, padding=padding, divisor_override=1)
-    if _autograd_needs(sums) or sums is squares:
+    if _autograd_needs(sums):
         return (sums + _NORM_EPS).sqrt().to(x.dtype)
     return sums.add_(_NORM_EPS).sqrt_().to(x.dtype)
 
