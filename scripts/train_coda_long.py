@@ -5,10 +5,12 @@ few epochs so that accuracy and localisation can be measured along the way.
 Usage: python scripts/train_coda_long.py OUT [EPOCHS] [EVERY] [--resume]
 Writes OUT/epoch_NN.safetensors every EVERY epochs (and the usual run layout of ``alignnet train``).
 ``--resume`` continues an interrupted run in OUT from its checkpoints (``alignnet train --resume``).
+``THREADS=N`` in the environment sets torch's thread count (default 1).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -40,7 +42,11 @@ def main() -> None:
     every = int(args[2]) if len(args) > 2 else 3
     data = apply_overrides(
         load_preset("fmnist-coda"),
-        [f"trainer.epochs={epochs}", "trainer.num_threads=1", "trainer.progress_bar=false"],
+        [
+            f"trainer.epochs={epochs}",
+            f"trainer.num_threads={os.environ.get('THREADS', '1')}",
+            "trainer.progress_bar=false",
+        ],
     )
     result = train(
         config_from_dict(data),
