@@ -64,15 +64,20 @@ def test_reader_labels_folders_by_their_wordnet_id(tmp_path):
         dataset_from_spec("imagenet")
 
 
-def test_bcos_v2_localisation_preset_on_the_miniature_folder(mini_imagenet, tmp_path, monkeypatch):
+@pytest.fixture
+def template_model(monkeypatch):
+    """`--model template` resolves to a TemplateNet taking 8x8 images (the reader fits the JPEGs to it)."""
     from alignnet.cli import evaluate as evaluate_cli
 
     def template(spec, device, progress=True):
         model = TemplateNet()
-        model.input_spec = InputSpec(size=(8, 8))  # the reader fits the JPEGs to the model's input
+        model.input_spec = InputSpec(size=(8, 8))
         return model
 
     monkeypatch.setattr(evaluate_cli, "resolve_model", template)
+
+
+def test_bcos_v2_localisation_preset_on_the_miniature_folder(mini_imagenet, tmp_path, template_model):
     out = tmp_path / "loc"
     args = ["evaluate", "--model", "template", "--data", f"imagenet:{mini_imagenet}", "--preset",
             "bcos-v2-localisation", "--methods", "ours,grad", "--out", str(out), "--quiet"]  # fmt: skip
@@ -117,16 +122,8 @@ def test_rescale_tiles_shrunk_images_into_one_image_size():
         tile_grids(torch.rand(1, 9, 3, 10, 10), 3, rescale=True)
 
 
-def test_bcosification_vit_preset_on_the_miniature_folder(mini_imagenet, tmp_path, monkeypatch):
+def test_bcosification_vit_preset_on_the_miniature_folder(mini_imagenet, tmp_path, template_model):
     """500_2x2_rescale: each 8x8 image shrunk to 4x4, so a 2x2 grid is the model's 8x8 input."""
-    from alignnet.cli import evaluate as evaluate_cli
-
-    def template(spec, device, progress=True):
-        model = TemplateNet()
-        model.input_spec = InputSpec(size=(8, 8))
-        return model
-
-    monkeypatch.setattr(evaluate_cli, "resolve_model", template)
     out = tmp_path / "vit"
     args = ["evaluate", "--model", "template", "--data", f"imagenet:{mini_imagenet}", "--preset",
             "bcosification-localisation-vit", "--methods", "ours", "--out", str(out), "--quiet"]  # fmt: skip
