@@ -169,6 +169,11 @@ def test_help_of_every_command(command, capsys):
     assert "--out" in text and "--force" in text
     if command in ("explain", "compare", "video"):
         assert "--resize" in text and "centre-crops" in text
+        # --model names every weights file shipped in the package (read from the registry)
+        from alignnet.pretrained import get_weights, list_pretrained
+
+        shipped = [n for n in list_pretrained() if get_weights(n).file is not None]
+        assert "fmnist_bcosified" in shipped and all(n in text for n in shipped)
 
 
 def test_installed_entry_point_runs():

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from _attr_nets import TemplateNet, blob_images, tiny_bcos
+from alignnet.attribution import get_attributor
 from alignnet.cli import main
-from alignnet.metrics import evaluate_localisation, evaluate_pixel_removal
+from alignnet.metrics import evaluate_localisation, evaluate_pixel_removal, removal_curves
 from alignnet.metrics.evaluate import evaluate_one
 from alignnet.metrics.presets import PRESETS, Protocol, get_preset
 from alignnet.metrics.sharding import RankInfo, _first_slurm_host, detect_ranks, shard_ranges, shards_of_rank
@@ -71,16 +72,49 @@ def test_any_number_of_ranks_gives_the_single_process_scores(tmp_path, method):
             assert one.scores.shape == (3 * 4,)
             np.testing.assert_array_equal(one.scores, three.scores)
             np.testing.assert_array_equal(one.grids, three.grids)
-            # and equal to the library's single-process protocol with the same batches
+            # and equal to a plain loop over the grids, scored by hand
+            np.testing.assert_allclose(one.scores, _reference_localisation(model, data, method, one.grids), rtol=1e-6)
+            # the public one-process function is the same protocol
             ref = evaluate_localisation(model, data, method, grid=2, n_grids=3, batch_size=4, progress=False)
             np.testing.assert_array_equal(one.scores, ref.scores)
         else:
             for o in ("least", "most"):
                 assert one.curves[o].shape == (5, 5)
                 np.testing.assert_array_equal(one.curves[o], three.curves[o])
+                # and equal to one removal_curves call over all five images
+                np.testing.assert_allclose(one.curves[o], _reference_removal(model, data, method, o), rtol=1e-6)
             ref = evaluate_pixel_removal(model, data, method, n_images=5, steps=5, batch_size=2, progress=False)
             np.testing.assert_array_equal(one.curves["least"], ref.curves["least"])
         assert one.config == three.config
+
+
+def _reference_localisation(model, data, method, grids):
+    """Scores of 2x2 grids by a loop: tile by concatenation, attribute one grid at a time, sum the
+    positive attribution inside the target cell by slicing (no tile_grids, no localisation_scores)."""
+    images, labels = data
+    attributor = get_attributor(method, model)
+    scores = []
+    for grid in grids:
+        x = images[torch.as_tensor(grid)]
+        tiled = torch.cat([torch.cat([x[0], x[1]], 2), torch.cat([x[2], x[3]], 2)], 1)[None]
+        maps = attributor.attribute_maps(tiled, labels[torch.as_tensor(grid)][None])[0]  # (4, H, W)
+        if maps.dim() == 4:
+            maps = maps.sum(1)
+        for cell in range(4):
+            positive = maps[cell].double().clamp_min(0)
+            r, c = divmod(cell, 2)
+            inside = positive[8 * r : 8 * r + 8, 8 * c : 8 * c + 8].sum()
+            scores.append(float(inside / positive.sum()) if positive.sum() > 0 else 0.0)
+    return np.asarray(scores)
+
+
+def _reference_removal(model, data, method, order):
+    """Curves of the first five images from one removal_curves call (attributions in batches of two,
+    as the protocol attributes them: LIME's samples depend on the batch)."""
+    images, labels = data[0][:5], data[1][:5]
+    attributor = get_attributor(method, model)
+    maps = torch.cat([attributor.attribute(images[i : i + 2], labels[i : i + 2]) for i in range(0, 5, 2)])
+    return removal_curves(model, images, labels, maps, order, 0.25, 5)[1]
 
 
 def test_a_killed_run_resumes_with_only_the_missing_shards(tmp_path):

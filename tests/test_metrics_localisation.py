@@ -133,10 +133,11 @@ def test_cache_resumes_after_an_interruption(tmp_path):
     kw = dict(grid=2, n_grids=6, batch_size=8, progress=False, cache_dir=tmp_path)
     with pytest.raises(KeyboardInterrupt):
         evaluate_localisation(model, data, _Interrupting(model, 2), **kw)
-    cached = list(tmp_path.glob("localisation-ours-*.npz"))
-    assert len(cached) == 1
-    with np.load(cached[0]) as f:
-        assert int(f["done"]) == 4  # two batches of two grids
+    (cached,) = tmp_path.glob("localisation-ours-*")
+    shards = sorted(cached.glob("shard-*.npz"))
+    assert len(shards) == 2  # two batches of two grids were finished, one file each
+    with np.load(shards[1]) as f:
+        assert f["range"].tolist() == [2, 4] and f["scores"].shape == (8,)
     resumed = evaluate_localisation(model, data, _Interrupting(model, 1), **kw)  # needs one more batch only
     fresh = evaluate_localisation(model, data, "ours", grid=2, n_grids=6, progress=False)
     np.testing.assert_allclose(resumed.scores, fresh.scores)

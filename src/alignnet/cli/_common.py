@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..data import RESIZE_POLICIES, fit_to_model
 from ..models.resolve import DEFAULT_MODEL
+from ..pretrained import get_weights, list_pretrained
 
 __all__ = [
     "MODEL_HELP",
@@ -34,8 +35,9 @@ RESIZE_HELP = (
     "Fashion-MNIST models they are made grey, a light background is inverted and the item is padded as in "
     "Fashion-MNIST"
 )
+_SHIPPED = ", ".join(n for n in list_pretrained() if get_weights(n).file is not None)
 MODEL_HELP = (
-    f"pretrained weights name (default {DEFAULT_MODEL}; shipped: fmnist_bcos, fmnist_coda; ImageNet: e.g. "
+    f"pretrained weights name (default {DEFAULT_MODEL}; shipped: {_SHIPPED}; ImageNet: e.g. "
     "bcos_resnet50, downloaded once and cached; list: 'alignnet models --pretrained'), a .safetensors file "
     "written by alignnet.save_model, or an architecture name (random weights, with a warning: 'alignnet models')"
 )

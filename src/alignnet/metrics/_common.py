@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +18,16 @@ from torch.utils.data import DataLoader, Dataset
 from ..attribution import Attributor, get_attributor
 from ..layers import eval_mode
 
-__all__ = ["model_device", "as_tensors", "model_hash", "predict", "resolve_method", "save_result", "config_key"]
+__all__ = [
+    "model_device",
+    "as_tensors",
+    "model_hash",
+    "predict",
+    "resolve_method",
+    "save_result",
+    "config_key",
+    "work_dir",
+]
 
 
 def as_tensors(dataset: Dataset | tuple[Tensor, Tensor] | Sequence, limit: int | None = None) -> tuple[Tensor, Tensor]:
@@ -109,3 +120,13 @@ def _json_default(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     return str(obj)
+
+
+@contextlib.contextmanager
+def work_dir(cache_dir: str | os.PathLike | None):
+    """``cache_dir`` itself, or a temporary folder removed afterwards."""
+    if cache_dir is not None:
+        yield Path(cache_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="alignnet-") as tmp:
+        yield Path(tmp)

@@ -31,9 +31,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ..layers import eval_mode
-from ._common import as_tensors, config_key, model_hash, resolve_method
+from ._common import as_tensors, config_key, model_device, model_hash, resolve_method
 from .localisation import LocalisationResult, localisation_scores, make_grids, summarise, tile_grids
-from .pixel_removal import PixelRemovalResult, removal_counts, removal_curves
+from .pixel_removal import PixelRemovalResult, removal_counts, removal_curves, summarise_curves
 from .presets import Protocol
 from .sharding import (
     RankInfo,
@@ -208,7 +208,7 @@ def _localisation(model, items, logits, name, attributor, protocol: Protocol, wo
         raise ValueError("no grid could be formed: too few correctly and confidently classified images per class")
     n = protocol.grid**2
     classes = labels.numpy()[grids]
-    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     first = tile_grids(items.get(grids[0])[0][None], protocol.grid, protocol.rescale).to(device)
     config = {
         "metric": "localisation",
@@ -252,9 +252,9 @@ def _localisation(model, items, logits, name, attributor, protocol: Protocol, wo
     return LocalisationResult(scores, grids, classes, config, summarise(scores), seconds)
 
 
-def _pixel_removal(model, items, name, attributor, protocol: Protocol, work_dir, info, progress):
+def _pixel_removal(model, items, name, attributor, protocol: Protocol, work_dir, info, progress, forward_batch=512):
     n_images = min(protocol.n_images, len(items))
-    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     first = items.get([0])[0].to(device)
     config = {
         "metric": "pixel-removal",
@@ -281,7 +281,7 @@ def _pixel_removal(model, items, name, attributor, protocol: Protocol, work_dir,
             maps = attributor.attribute(x, t)
             for o in protocol.orders:
                 p = removal_curves(
-                    model, x, t, maps, o, protocol.fraction, protocol.steps, seed=protocol.removal_seed, first=s
+                    model, x, t, maps, o, protocol.fraction, protocol.steps, forward_batch, protocol.removal_seed, s
                 )
                 curves[o].append(p[1])
         return {f"curves_{o}": np.concatenate(c) for o, c in curves.items()}
@@ -298,15 +298,8 @@ def _pixel_removal(model, items, name, attributor, protocol: Protocol, work_dir,
     h, w = first.shape[-2:]
     fractions = removal_counts(h * w, protocol.fraction, protocol.steps) / (h * w)
     curves = {o: np.concatenate([p[f"curves_{o}"] for p in parts]) for o in protocol.orders}
-    summary = {
-        o: {"final": float(c.mean(0)[-1]), "auc": _auc(fractions, c.mean(0)), "start": float(c.mean(0)[0])}
-        for o, c in curves.items()
-    }
-    return PixelRemovalResult(fractions, curves, config, summary, float(sum(p["seconds"] for p in parts)))
-
-
-def _auc(fractions: np.ndarray, curve: np.ndarray) -> float:
-    return float(np.trapezoid(curve, fractions) / fractions[-1]) if fractions[-1] > 0 else float(curve[0])
+    seconds = float(sum(p["seconds"] for p in parts))
+    return PixelRemovalResult(fractions, curves, config, summarise_curves(fractions, curves), seconds)
 
 
 def evaluate_one(
@@ -319,11 +312,13 @@ def evaluate_one(
     method_config: dict | None = None,
     logits: Tensor | None = None,
     progress: bool = True,
+    forward_batch: int = 512,
 ) -> LocalisationResult | PixelRemovalResult | None:
     """One model and method on this rank's shards; the merged result on rank 0, None on the others.
 
     With one rank (the default) this is the whole evaluation in this process. ``logits``: the
-    dataset's predictions, if already computed (localisation only).
+    dataset's predictions, if already computed (localisation only). ``forward_batch``: masked copies
+    per forward pass in pixel removal (memory only).
     """
     info = info or RankInfo()
     items = dataset if isinstance(dataset, _Items) else _Items(dataset)
@@ -331,10 +326,9 @@ def evaluate_one(
     name, attributor = resolve_method(method, model, method_config)
     if protocol.metric == "localisation":
         if logits is None:
-            device = next((t.device for t in model.parameters()), torch.device("cpu"))
-            logits = predict_dataset(model, items, work_dir, info, device, progress=progress)
+            logits = predict_dataset(model, items, work_dir, info, model_device(model), progress=progress)
         return _localisation(model, items, logits, name, attributor, protocol, work_dir, info, progress)
-    return _pixel_removal(model, items, name, attributor, protocol, work_dir, info, progress)
+    return _pixel_removal(model, items, name, attributor, protocol, work_dir, info, progress, forward_batch)
 
 
 # ----------------------------------------------------------------------------------------------- runs
@@ -369,8 +363,7 @@ def evaluate(
         tag = Path(spec).stem if len(models) > 1 else ""
         logits = None
         if protocol.metric == "localisation":  # predicted once per model, not once per method
-            device = next((t.device for t in model.parameters()), torch.device("cpu"))
-            logits = predict_dataset(model, items, work_dir, info, device, loader_workers, say)
+            logits = predict_dataset(model, items, work_dir, info, model_device(model), loader_workers, say)
         for method in methods:
             stem = f"{protocol.metric.replace('-', '_')}_{method}" + (f"_{tag}" if tag else "")
             try:

@@ -2,14 +2,14 @@
 
 Pure functions first: :func:`make_grids` (the confidence-sorted, seeded selection of images),
 :func:`tile_grids` and :func:`localisation_scores`; :func:`evaluate_localisation` runs the whole
-protocol for a model, a dataset and an attribution method, with a progress bar and a resumable
+protocol for a model, a dataset and an attribution method in one process (the sharded
+evaluation of :mod:`alignnet.metrics.evaluate` with one rank), with a progress bar and a resumable
 cache of the scores.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from ..attribution import Attributor
-from ._common import as_tensors, config_key, model_device, model_hash, predict, resolve_method, save_result
+from ._common import save_result, work_dir
 
 __all__ = [
     "LocalisationResult",
@@ -218,8 +217,8 @@ def evaluate_localisation(
 ) -> LocalisationResult:
     """Run the grid pointing game (docs/metrics.md#localisation-grid-pointing-game) for one model and method.
 
-    The one-process loop with a per-batch cache; :func:`alignnet.metrics.evaluate.evaluate_one` runs the
-    same protocol sharded over processes (and equals this function's scores, tested).
+    The one-process form of :func:`alignnet.metrics.evaluate.evaluate_one` (the sharded evaluation
+    behind ``alignnet evaluate``): same grids, same scores.
 
     Parameters
     ----------
@@ -237,74 +236,21 @@ def evaluate_localisation(
     batch_size:
         Maps attributed per call (rounded down to whole grids).
     cache_dir:
-        If given, scores are saved there after every batch under a key of (model weights hash,
-        method, method config, protocol, data); a later call with the same key resumes where
-        the previous one stopped (or returns at once when it had finished).
+        If given, the predictions and the scores of every batch are kept there under a key of (model
+        weights hash, method, method config, protocol, data); a later call with the same key computes
+        only the batches that are missing (or returns at once when the first call had finished).
     logits:
         ``(N, K)`` predictions of the dataset, if already computed.
     """
-    start = time.perf_counter()
-    images, labels = as_tensors(dataset)
-    name, attributor = resolve_method(method, model, method_config)
-    device = model_device(model)
-    if logits is None:
-        logits = predict(model, images, device=device)
-    grids = make_grids(logits, labels, grid, n_grids, seed, confidence)
-    n = int(grid) ** 2
-    if len(grids) == 0:
-        raise ValueError("no grid could be formed: too few correctly and confidently classified images per class")
-    classes = labels.numpy()[grids]
-    # settings that depend on the input (GradCAM's default layer) are resolved before they are recorded
-    first = tile_grids(images[torch.from_numpy(grids[:1])], grid, rescale)
-    recorded_config = attributor.prepare(first.to(device))
-    config = {
-        "metric": "localisation",
-        "model_hash": model_hash(model),
-        "method": name,
-        "method_config": recorded_config,
-        "grid": int(grid),
-        "n_grids": int(n_grids),
-        "grids_made": len(grids),
-        "seed": int(seed),
-        "smooth": int(smooth),
-        "confidence": float(confidence),
-        **({"rescale": True} if rescale else {}),
-        "data": {"n": int(len(labels)), "shape": list(first.shape[1:]), "grids_hash": config_key(grids.tolist())},
-    }
-    scores = np.full(len(grids) * n, np.nan)
-    done = 0
-    cache_path = None
-    if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"localisation-{name}-{config_key(config)}.npz"
-        if cache_path.exists():
-            with np.load(cache_path) as cached:
-                done = int(cached["done"])
-                scores[: done * n] = cached["scores"][: done * n]
-    per_step = max(1, int(batch_size) // n)
-    cells = torch.arange(n).repeat(per_step)
-    bar = tqdm(total=len(grids), initial=done, disable=not progress, desc=f"localisation {name}", unit="grid")
-    try:
-        while done < len(grids):
-            chunk = grids[done : done + per_step]
-            k = len(chunk)
-            tiled = tile_grids(images[torch.from_numpy(chunk)], grid, rescale).to(device)  # (k, C, gH, gW)
-            # (k, n, gH, gW): every cell's class of a grid explained together (one forward pass for ours)
-            maps = attributor.attribute_maps(tiled, torch.from_numpy(classes[done : done + k]).to(device))
-            maps = maps.reshape(k * n, *maps.shape[-2:])
-            scores[done * n : (done + k) * n] = (
-                localisation_scores(maps, cells[: k * n].to(maps.device), grid, smooth).cpu().numpy()
-            )
-            done += k
-            bar.update(k)
-            if cache_path is not None:
-                _save_cache(cache_path, scores, done)
-    finally:
-        bar.close()
-    return LocalisationResult(scores, grids, classes, config, summarise(scores), time.perf_counter() - start)
+    from .evaluate import evaluate_one  # evaluate builds on this module
+    from .presets import Protocol
 
-
-def _save_cache(path: Path, scores: np.ndarray, done: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, scores=scores, done=np.int64(done))
-    os.replace(tmp, path)
+    per_step = max(1, int(batch_size) // int(grid) ** 2)
+    protocol = Protocol(
+        "localisation", grid=int(grid), n_grids=int(n_grids), seed=int(seed), smooth=int(smooth),
+        confidence=float(confidence), rescale=bool(rescale), batch_size=int(batch_size), shard_size=per_step,
+    )  # fmt: skip
+    with work_dir(cache_dir) as work:
+        return evaluate_one(
+            model, dataset, method, protocol, work, method_config=method_config, logits=logits, progress=progress
+        )

@@ -9,7 +9,6 @@ spaced removal counts. All masked copies are built with tensor operations and ev
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,13 +16,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from ..attribution import Attributor, EncodedModel
 from ..layers import eval_mode
-from ._common import as_tensors, model_device, model_hash, resolve_method, save_result
+from ._common import save_result, work_dir
 
-__all__ = ["PixelRemovalResult", "evaluate_pixel_removal", "removal_counts", "removal_curves", "removal_ranks"]
+__all__ = [
+    "PixelRemovalResult",
+    "evaluate_pixel_removal",
+    "removal_counts",
+    "removal_curves",
+    "removal_ranks",
+    "summarise_curves",
+]
 
 ORDERS = ("least", "most")
 
@@ -178,6 +183,14 @@ def _auc(fractions: np.ndarray, curve: np.ndarray) -> float:
     return float(np.trapezoid(curve, fractions) / fractions[-1]) if fractions[-1] > 0 else float(curve[0])
 
 
+def summarise_curves(fractions: np.ndarray, curves: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per order: the mean probability at the start, at the end, and the curve's mean (AUC / fraction)."""
+    return {
+        o: {"final": float(c.mean(0)[-1]), "auc": _auc(fractions, c.mean(0)), "start": float(c.mean(0)[0])}
+        for o, c in curves.items()
+    }
+
+
 def evaluate_pixel_removal(
     model: nn.Module,
     dataset: Dataset | tuple[Tensor, Tensor],
@@ -191,8 +204,12 @@ def evaluate_pixel_removal(
     batch_size: int = 64,
     forward_batch: int = 512,
     progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> PixelRemovalResult:
     """Pixel removal (docs/metrics.md#pixel-removal) on the first ``n_images`` images and their true classes.
+
+    The one-process form of :func:`alignnet.metrics.evaluate.evaluate_one` (the sharded evaluation
+    behind ``alignnet evaluate``): same curves.
 
     Parameters
     ----------
@@ -202,40 +219,24 @@ def evaluate_pixel_removal(
         Seed of the random order among equally important pixels (recorded in the config).
     batch_size:
         Images attributed and perturbed per step.
+    forward_batch:
+        Masked copies per forward pass (memory only: the curves do not depend on it).
+    cache_dir:
+        If given, the curves of every batch are kept there; a later call with the same model, method,
+        protocol and data computes only the batches that are missing.
     """
-    start = time.perf_counter()
+    from .evaluate import evaluate_one  # evaluate builds on this module
+    from .presets import Protocol
+
     for o in orders:
         if o not in ORDERS:
             raise ValueError(f"orders must be among {ORDERS}, got {o!r}")
-    images, labels = as_tensors(dataset, limit=n_images)
-    name, attributor = resolve_method(method, model, method_config)
-    device = model_device(model)
-    curves = {o: [] for o in orders}
-    fractions = removal_counts(images.shape[-1] * images.shape[-2], fraction, steps) / (
-        images.shape[-1] * images.shape[-2]
-    )
-    for i in tqdm(range(0, len(images), batch_size), disable=not progress, desc=f"pixel removal {name}", unit="batch"):
-        x, t = images[i : i + batch_size].to(device), labels[i : i + batch_size].to(device)
-        maps = attributor.attribute(x, t)
-        for o in orders:
-            curves[o].append(removal_curves(model, x, t, maps, o, fraction, steps, forward_batch, seed, first=i)[1])
-    curves_np = {o: np.concatenate(c) for o, c in curves.items()}
-    config = {
-        "metric": "pixel-removal",
-        "model_hash": model_hash(model),
-        "method": name,
-        "method_config": attributor.config(),
-        "n_images": int(len(images)),
-        "orders": list(orders),
-        "fraction": float(fraction),
-        "steps": int(steps),
-        "removal": "zero in the model's input encoding",
-        "tie_break": "random",
-        "seed": int(seed),
-        "score": "sigmoid(target logit)",
-    }
-    summary = {
-        o: {"final": float(c.mean(0)[-1]), "auc": _auc(fractions, c.mean(0)), "start": float(c.mean(0)[0])}
-        for o, c in curves_np.items()
-    }
-    return PixelRemovalResult(fractions, curves_np, config, summary, time.perf_counter() - start)
+    protocol = Protocol(
+        "pixel-removal", n_images=int(n_images), steps=int(steps), fraction=float(fraction), orders=tuple(orders),
+        removal_seed=int(seed), batch_size=int(batch_size), shard_size=int(batch_size),
+    )  # fmt: skip
+    with work_dir(cache_dir) as work:
+        return evaluate_one(
+            model, dataset, method, protocol, work, method_config=method_config, progress=progress,
+            forward_batch=int(forward_batch),
+        )  # fmt: skip
