@@ -3,7 +3,8 @@
 # (--processes 2, one thread each), in rounds of growing size: a round reuses the shard files of the earlier ones
 # (grid k and image k do not depend on --n-grids / --n-images), so the run can be stopped after any round and each
 # finished round is a complete result (copied to <dir>_n<count>).
-# Usage: bash scripts/run_sharded_tables.sh [OUT] [ROUND ...]   e.g. ROUND = "loc rise 16" or "pr lime 128 coda"
+# Usage: bash scripts/run_sharded_tables.sh [OUT] [ROUND ...]   e.g. ROUND = "loc rise 16" or "pr lime 128 coda bcosified"
+# (a round's models are fmnist_<name> for every name after the count; default: bcos coda)
 # PROCESSES=N (default 2) sets the number of worker processes (one thread each).
 set -euo pipefail
 OUT=${1:-runs/sharded}
@@ -33,5 +34,6 @@ fi
 for r in "${ROUNDS[@]}"; do
   # shellcheck disable=SC2086
   set -- $r
-  "$1" "$2" "$3" "${4:-bcos coda}"
+  models="${*:4}"
+  "$1" "$2" "$3" "${models:-bcos coda}"
 done
