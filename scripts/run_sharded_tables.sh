@@ -5,11 +5,12 @@
 # finished round is a complete result (copied to <dir>_n<count>).
 # Usage: bash scripts/run_sharded_tables.sh [OUT] [ROUND ...]   e.g. ROUND = "loc rise 16" or "pr lime 128 coda bcosified"
 # (a round's models are fmnist_<name> for every name after the count; default: bcos coda)
-# PROCESSES=N (default 2) sets the number of worker processes (one thread each).
+# PROCESSES=N (default 2) sets the number of worker processes (one thread each; OMP_NUM_THREADS=k for k).
 set -euo pipefail
 OUT=${1:-runs/sharded}
 shift || true
 PY=${PYTHON:-python}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one torch thread per worker process
 ev() { "$PY" -m alignnet evaluate --data fmnist --processes "${PROCESSES:-2}" --quiet "$@"; }
 keep() { mkdir -p "$1_n$2" && cp "$1"/*.json "$1"/*.npz "$1_n$2/"; }
 loc() {  # localisation of method $1 on the first $2 grids (2 grids per step and per shard), models ${3:-bcos coda}
