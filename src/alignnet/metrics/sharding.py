@@ -1,4 +1,5 @@
-"""Ranks, shards and atomic shard files for evaluation on several processes or machines.
+"""Ranks, shards and atomic shard files for evaluation on several processes or machines
+(docs/metrics.md#evaluation-at-scale).
 
 Work is cut into *shards* that do not depend on the number of processes: shard ``i`` holds the
 items ``[i * S, (i + 1) * S)`` (grids or images) with ``S`` a multiple of the attribution batch,
