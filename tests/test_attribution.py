@@ -225,3 +225,45 @@ def test_occlusion_windows_match_captum(size, stride, shape):
     windows = att.window_masks(*shape, torch.device("cpu"), torch.float64)  # (P, H, W)
     ours = (windows * windows.sum((1, 2))[:, None, None]).sum(0) / windows.sum(0)
     torch.testing.assert_close(ours, ref.double())  # captum returns float32 here
+
+
+def test_copies_per_pass_is_a_pixel_budget_unless_given():
+    from alignnet.attribution import AUTO_PIXELS, copies_per_pass
+
+    assert AUTO_PIXELS["cpu"] == 1 << 17
+    assert copies_per_pass(None, 32, 32, "cpu") == 128 and copies_per_pass(None, 96, 96, "cpu") == 14
+    assert copies_per_pass(None, 448, 448, "cpu") == 1  # never zero
+    assert copies_per_pass(None, 32, 32, "meta") == AUTO_PIXELS["other"] // 1024  # accelerators: larger batches
+    assert copies_per_pass(7, 448, 448, "cpu") == 7
+    with pytest.raises(ValueError, match="forward_batch"):
+        copies_per_pass(0, 8, 8, "cpu")
+
+
+@pytest.mark.parametrize("method", ["occlusion5", "occlusion9", "rise", "lime"])
+def test_auto_forward_batch_bounds_each_pass_and_keeps_the_maps(method, monkeypatch):
+    """With ``forward_batch=None`` every forward pass holds at most the pixel budget's copies (here 4 copies
+    of 16x16), and the maps equal those of one large batch (512 copies per pass)."""
+    if method == "lime":
+        pytest.importorskip("skimage")
+    from alignnet.attribution import _base
+
+    model = tiny_bcos().double().eval()
+    images, labels = blob_images(per_class=1)
+    images, labels = nn.functional.interpolate(images[:3].double(), scale_factor=2), labels[:3]  # 16x16
+    big = get_attributor(method, model, forward_batch=512)
+    expected, expected_maps = (
+        big.attribute(images, labels),
+        big.attribute_maps(images, torch.stack([labels, labels.flip(0)], 1)),
+    )
+    monkeypatch.setitem(_base.AUTO_PIXELS, "cpu", 4 * 256)
+    sizes = []
+    handle = model.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
+    auto = get_attributor(method, model)
+    got, got_maps = (
+        auto.attribute(images, labels),
+        auto.attribute_maps(images, torch.stack([labels, labels.flip(0)], 1)),
+    )
+    handle.remove()
+    assert max(sizes) <= 4 and len(sizes) > 10
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got_maps, expected_maps, rtol=1e-10, atol=1e-12)

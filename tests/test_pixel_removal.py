@@ -59,6 +59,21 @@ def test_batching_does_not_change_the_curves():
     np.testing.assert_allclose(big, small)
 
 
+def test_auto_forward_batch_is_a_pixel_budget(monkeypatch):
+    """``forward_batch=None`` (the default): at most AUTO_PIXELS // (H * W) masked copies per pass."""
+    from alignnet.attribution import _base
+
+    model, x, t, a = _setup()
+    _, big = removal_curves(model, x, t, a, "most", steps=9, forward_batch=512)
+    monkeypatch.setitem(_base.AUTO_PIXELS, "cpu", 3 * x.shape[-2] * x.shape[-1])  # 3 copies per pass
+    sizes = []
+    handle = model.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
+    _, auto = removal_curves(model, x, t, a, "most", steps=9)
+    handle.remove()
+    assert max(sizes) == 3 and sum(sizes) == x.shape[0] * 9
+    np.testing.assert_allclose(auto, big)
+
+
 def test_evaluate_pixel_removal_and_results(tmp_path):
     torch.manual_seed(0)
     model, x, _, _ = _setup()

@@ -5,14 +5,24 @@
 ``rise`` is written here. All return ``(N, C, H, W)``; the per-pixel map is the sum over channels.
 """
 
-from ._base import Attributor, EncodedModel, get_attributor, list_attributors, register_attributor
+from ._base import (
+    AUTO_PIXELS,
+    Attributor,
+    EncodedModel,
+    copies_per_pass,
+    get_attributor,
+    list_attributors,
+    register_attributor,
+)
 from .captum_methods import last_spatial_layer
 from .lime import quickshift_segments
 from .rise import rise_masks
 
 __all__ = [
+    "AUTO_PIXELS",
     "Attributor",
     "EncodedModel",
+    "copies_per_pass",
     "get_attributor",
     "last_spatial_layer",
     "list_attributors",

@@ -28,14 +28,32 @@ from ..explanation.dynamic_linear import as_model_input, check_images, check_tar
 from ..layers import AddInverse, DynamicLinear, eval_mode
 
 __all__ = [
+    "AUTO_PIXELS",
     "Attributor",
     "EncodedModel",
+    "copies_per_pass",
     "get_attributor",
     "list_attributors",
     "register_attributor",
 ]
 
 _REGISTRY: dict[str, type[Attributor]] = {}
+
+#: pixels per forward pass of perturbed copies when ``forward_batch`` is None: a CPU is fastest with small
+#: batches whose activations stay in its caches (2-3x faster per copy than 512 copies of a 32x32 or 96x96
+#: input, benchmarks/RESULTS.md "Perturbation batches"); a GPU wants large ones (not measured here)
+AUTO_PIXELS = {"cpu": 1 << 17, "other": 1 << 23}
+
+
+def copies_per_pass(forward_batch: int | None, height: int, width: int, device: torch.device | str) -> int:
+    """Perturbed copies of an ``height x width`` input per forward pass: ``forward_batch`` when given, else
+    :data:`AUTO_PIXELS` of the device divided by the input's pixels (128 copies of 32x32 on a CPU, 14 of 96x96)."""
+    if forward_batch is not None:
+        if int(forward_batch) < 1:
+            raise ValueError(f"forward_batch must be >= 1 or None, got {forward_batch}")
+        return int(forward_batch)
+    budget = AUTO_PIXELS["cpu" if torch.device(device).type == "cpu" else "other"]
+    return max(1, budget // (int(height) * int(width)))
 
 
 def register_attributor(name: str) -> Callable[[type[Attributor]], type[Attributor]]:
@@ -265,11 +283,12 @@ class Attributor:
         raise NotImplementedError
 
     @torch.no_grad()
-    def _masked_logits(self, x: Tensor, masks: Tensor, targets: Tensor, forward_batch: int) -> Tensor:
+    def _masked_logits(self, x: Tensor, masks: Tensor, targets: Tensor, forward_batch: int | None) -> Tensor:
         """Logits of the ``(n, K)`` targets for each encoded image ``x`` ``(n, C, H, W)`` multiplied by each
-        mask ``(P, H, W)``: ``(n, P, K)``, with at most ``forward_batch`` masked copies per forward pass."""
+        mask ``(P, H, W)``: ``(n, P, K)``, with at most ``forward_batch`` masked copies per forward pass
+        (None: :func:`copies_per_pass`)."""
         n, k = targets.shape
-        per_pass = max(1, forward_batch // n)
+        per_pass = max(1, copies_per_pass(forward_batch, *x.shape[-2:], x.device) // n)
         out = []
         for j in range(0, masks.shape[0], per_pass):
             m = masks[j : j + per_pass]

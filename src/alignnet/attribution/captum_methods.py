@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import DynamicLinear, explanation_mode
-from ._base import Attributor, has_dynamic_layers, register_attributor
+from ._base import Attributor, copies_per_pass, has_dynamic_layers, register_attributor
 
 __all__ = [
     "DeepLiftAttributor",
@@ -250,7 +250,8 @@ class OcclusionAttributor(Attributor):
     """Occlusion: the drop of the target logit when a ``size`` x ``size`` patch is removed (zeroed in
     the encoding), averaged over the patches (stride ``stride``) covering each pixel; captum ``Occlusion``.
 
-    ``forward_batch`` bounds the number of images per forward pass (perturbations are batched).
+    ``forward_batch`` bounds the number of images per forward pass (perturbations are batched; None: a
+    pixel budget for the device, :func:`~alignnet.attribution.copies_per_pass`).
     """
 
     per_pixel = True
@@ -262,13 +263,13 @@ class OcclusionAttributor(Attributor):
         batch_size: int = 64,
         size: int | None = None,
         stride: int = 2,
-        forward_batch: int = 512,
+        forward_batch: int | None = None,
     ) -> None:
         super().__init__(model, batch_size=batch_size)
         size = self.default_size if size is None else int(size)
         if size < 1 or int(stride) < 1 or int(stride) > size:
             raise ValueError(f"need 1 <= stride <= size, got size={size}, stride={stride}")
-        self.size, self.stride, self.forward_batch = size, int(stride), int(forward_batch)
+        self.size, self.stride, self.forward_batch = size, int(stride), forward_batch
 
     def config(self) -> dict:
         return {"size": self.size, "stride": self.stride, "baseline": "zero encoding"}
@@ -293,7 +294,9 @@ class OcclusionAttributor(Attributor):
                 strides=(c, self.stride, self.stride),
                 baselines=0.0,
                 target=targets,
-                perturbations_per_eval=max(1, self.forward_batch // x.shape[0]),
+                perturbations_per_eval=max(
+                    1, copies_per_pass(self.forward_batch, *x.shape[-2:], x.device) // x.shape[0]
+                ),
             )
         return self._spread(attr.mean(1), images.shape[1])
 
@@ -332,11 +335,12 @@ class OcclusionAttributor(Attributor):
         base = self.encoded(x).gather(1, targets)  # (n, K)
         total = x.new_zeros(n, k, *x.shape[-2:])
         covered = x.new_zeros(x.shape[-2:])
-        per_pass = max(1, self.forward_batch // n)
+        forward_batch = copies_per_pass(self.forward_batch, *x.shape[-2:], x.device)
+        per_pass = max(1, forward_batch // n)
         for j in range(0, rows.shape[0] * cols.shape[0], per_pass):
             p = torch.arange(j, min(j + per_pass, rows.shape[0] * cols.shape[0]), device=x.device)
             windows = (rows[p // cols.shape[0], :, None] & cols[p % cols.shape[0], None, :]).to(x.dtype)  # (c, H, W)
-            drop = base[:, None, :] - self._masked_logits(x, 1 - windows, targets, self.forward_batch)  # (n, c, K)
+            drop = base[:, None, :] - self._masked_logits(x, 1 - windows, targets, forward_batch)  # (n, c, K)
             total += torch.einsum("nck,chw->nkhw", drop, windows)
             covered += windows.sum(0)
         return total / covered.clamp(min=1)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._base import Attributor, register_attributor
+from ._base import Attributor, copies_per_pass, register_attributor
 
 __all__ = ["LimeAttributor", "quickshift_segments"]
 
@@ -52,7 +52,7 @@ class LimeAttributor(Attributor):
         kernel_size: float = 4,
         num_features: int | None = 5,
         seed: int = 0,
-        forward_batch: int = 500,
+        forward_batch: int | None = None,
     ) -> None:
         super().__init__(model, batch_size=batch_size)
         if int(n_samples) < 2:
@@ -61,7 +61,7 @@ class LimeAttributor(Attributor):
             raise ValueError(f"num_features must be >= 1 or None, got {num_features}")
         self.n_samples, self.kernel_size, self.seed = int(n_samples), float(kernel_size), int(seed)
         self.num_features = None if num_features is None else int(num_features)
-        self.forward_batch = int(forward_batch)
+        self.forward_batch = forward_batch  # perturbed copies per pass; None: copies_per_pass
 
     def config(self) -> dict:
         return {
@@ -99,7 +99,9 @@ class LimeAttributor(Attributor):
                     feature_mask=mask,
                     baselines=0.0,
                     n_samples=self.n_samples,
-                    perturbations_per_eval=min(self.forward_batch, self.n_samples),
+                    perturbations_per_eval=min(
+                        copies_per_pass(self.forward_batch, *x.shape[-2:], x.device), self.n_samples
+                    ),
                     return_input_shape=False,
                 )[0]  # (n_superpixels,)
             if self.num_features is not None and coef.numel() > self.num_features:

@@ -47,7 +47,7 @@ class RiseAttributor(Attributor):
     seed:
         Seed of the mask generator.
     forward_batch:
-        Masked images per forward pass.
+        Masked images per forward pass (None: a pixel budget for the device, ``copies_per_pass``).
     """
 
     per_pixel = True
@@ -61,7 +61,7 @@ class RiseAttributor(Attributor):
         p_keep: float = 0.1,
         seed: int = 0,
         output: str = "probability",
-        forward_batch: int = 512,
+        forward_batch: int | None = None,
     ) -> None:
         super().__init__(model, batch_size=batch_size)
         if int(n_masks) < 1 or int(cells) < 1 or not 0 < float(p_keep) <= 1:
@@ -69,7 +69,7 @@ class RiseAttributor(Attributor):
         if output not in ("probability", "logit"):
             raise ValueError(f"output must be 'probability' or 'logit', got {output!r}")
         self.n_masks, self.cells, self.p_keep, self.seed = int(n_masks), int(cells), float(p_keep), int(seed)
-        self.output, self.forward_batch = output, int(forward_batch)
+        self.output, self.forward_batch = output, forward_batch
         self._masks: dict[tuple, Tensor] = {}
 
     def config(self) -> dict:

@@ -252,7 +252,7 @@ def _localisation(model, items, logits, name, attributor, protocol: Protocol, wo
     return LocalisationResult(scores, grids, classes, config, summarise(scores), seconds)
 
 
-def _pixel_removal(model, items, name, attributor, protocol: Protocol, work_dir, info, progress, forward_batch=512):
+def _pixel_removal(model, items, name, attributor, protocol: Protocol, work_dir, info, progress, forward_batch=None):
     n_images = min(protocol.n_images, len(items))
     device = model_device(model)
     first = items.get([0])[0].to(device)
@@ -312,13 +312,13 @@ def evaluate_one(
     method_config: dict | None = None,
     logits: Tensor | None = None,
     progress: bool = True,
-    forward_batch: int = 512,
+    forward_batch: int | None = None,
 ) -> LocalisationResult | PixelRemovalResult | None:
     """One model and method on this rank's shards; the merged result on rank 0, None on the others.
 
     With one rank (the default) this is the whole evaluation in this process. ``logits``: the
     dataset's predictions, if already computed (localisation only). ``forward_batch``: masked copies
-    per forward pass in pixel removal (memory only).
+    per forward pass in pixel removal (memory and speed only; None: a pixel budget for the device).
     """
     info = info or RankInfo()
     items = dataset if isinstance(dataset, _Items) else _Items(dataset)

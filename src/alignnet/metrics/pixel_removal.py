@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..attribution import Attributor, EncodedModel
+from ..attribution import Attributor, EncodedModel, copies_per_pass
 from ..layers import eval_mode
 from ._common import save_result, work_dir
 
@@ -88,7 +88,7 @@ def removal_curves(
     order: str = "least",
     fraction: float = 0.25,
     steps: int = 128,
-    forward_batch: int = 512,
+    forward_batch: int | None = None,
     seed: int = 0,
     first: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +107,8 @@ def removal_curves(
     order:
         ``"least"`` (least important first) or ``"most"``.
     forward_batch:
-        Masked copies per forward pass.
+        Masked copies per forward pass (None: a pixel budget for the device,
+        :func:`alignnet.attribution.copies_per_pass`).
     seed, first:
         Ties in the ranking are broken randomly with ``seed``; ``first`` is the index of
         ``images[0]`` in the whole run (see :func:`removal_ranks`).
@@ -134,6 +135,7 @@ def removal_curves(
     probs = torch.empty(n, len(counts_np), device=images.device)  # filled on the device: no sync per pass
     with eval_mode(model):
         encoded = encoded_model.encode(images)  # (N, C', H, W)
+        forward_batch = copies_per_pass(forward_batch, h, w, images.device)
         per_image = max(1, forward_batch // len(counts_np))
         for i in range(0, n, per_image):
             x, r, t = encoded[i : i + per_image], rank[i : i + per_image], targets[i : i + per_image]
@@ -202,7 +204,7 @@ def evaluate_pixel_removal(
     steps: int = 128,
     method_config: dict | None = None,
     batch_size: int = 64,
-    forward_batch: int = 512,
+    forward_batch: int | None = None,
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
 ) -> PixelRemovalResult:
@@ -220,7 +222,7 @@ def evaluate_pixel_removal(
     batch_size:
         Images attributed and perturbed per step.
     forward_batch:
-        Masked copies per forward pass (memory only: the curves do not depend on it).
+        Masked copies per forward pass (memory and speed only; None: a pixel budget for the device).
     cache_dir:
         If given, the curves of every batch are kept there; a later call with the same model, method,
         protocol and data computes only the batches that are missing.
@@ -238,5 +240,5 @@ def evaluate_pixel_removal(
     with work_dir(cache_dir) as work:
         return evaluate_one(
             model, dataset, method, protocol, work, method_config=method_config, progress=progress,
-            forward_batch=int(forward_batch),
+            forward_batch=forward_batch,
         )  # fmt: skip
