@@ -187,10 +187,8 @@ def _auc(fractions: np.ndarray, curve: np.ndarray) -> float:
 
 def summarise_curves(fractions: np.ndarray, curves: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """Per order: the mean probability at the start, at the end, and the curve's mean (AUC / fraction)."""
-    return {
-        o: {"final": float(c.mean(0)[-1]), "auc": _auc(fractions, c.mean(0)), "start": float(c.mean(0)[0])}
-        for o, c in curves.items()
-    }
+    means = {o: c.mean(0) for o, c in curves.items()}
+    return {o: {"final": float(m[-1]), "auc": _auc(fractions, m), "start": float(m[0])} for o, m in means.items()}
 
 
 def evaluate_pixel_removal(
@@ -230,10 +228,7 @@ def evaluate_pixel_removal(
     from .evaluate import evaluate_one  # evaluate builds on this module
     from .presets import Protocol
 
-    for o in orders:
-        if o not in ORDERS:
-            raise ValueError(f"orders must be among {ORDERS}, got {o!r}")
-    protocol = Protocol(
+    protocol = Protocol(  # validates the orders
         "pixel-removal", n_images=int(n_images), steps=int(steps), fraction=float(fraction), orders=tuple(orders),
         removal_seed=int(seed), batch_size=int(batch_size), shard_size=int(batch_size),
     )  # fmt: skip
