@@ -187,6 +187,13 @@ def test_clear_errors():
         get_attributor("occlusion5", model, stride=7)
 
 
+@pytest.mark.parametrize("method", ["occlusion5", "occlusion9", "rise", "lime", "intgrad"])
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
+def test_a_bad_forward_batch_is_refused_when_the_method_is_built(method, bad):
+    with pytest.raises(ValueError, match="forward_batch must be an int >= 1 or None"):
+        get_attributor(method, tiny_bcos(), forward_batch=bad)
+
+
 @pytest.mark.parametrize("make", [tiny_bcos, tiny_coda])
 @pytest.mark.parametrize("method", ["ours", "ixg", "occlusion5", "occlusion9", "rise"])
 def test_attribute_maps_equals_one_class_at_a_time(make, method):
@@ -265,5 +272,30 @@ def test_auto_forward_batch_bounds_each_pass_and_keeps_the_maps(method, monkeypa
     )
     handle.remove()
     assert max(sizes) <= 4 and len(sizes) > 10
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got_maps, expected_maps, rtol=1e-10, atol=1e-12)
+
+
+def test_integrated_gradients_takes_the_pixel_budget_in_path_points(monkeypatch):
+    """Integrated Gradients: ``forward_batch=None`` gives at most the budget's path points per pass (4 here;
+    at least one per image: 6 for 3 images x 2 classes), with the same maps as 512 points per pass."""
+    from alignnet.attribution import _base
+
+    model = tiny_bcos().double().eval()
+    images, labels = blob_images(per_class=1)
+    images, labels = nn.functional.interpolate(images[:3].double(), scale_factor=2), labels[:3]  # 16x16
+    targets = torch.stack([labels, labels.flip(0)], 1)
+    big = get_attributor("intgrad", model, n_steps=8, forward_batch=512)
+    expected, expected_maps = big.attribute(images, labels), big.attribute_maps(images, targets)
+    monkeypatch.setitem(_base.AUTO_PIXELS, "cpu", 4 * 256)
+    sizes = []
+    handle = model.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
+    auto = get_attributor("intgrad", model, n_steps=8)
+    got = auto.attribute(images, labels)
+    assert [n for n in sizes if n > 1] == [3] * 8  # one path point of each of the 3 images per pass (8 steps)
+    sizes.clear()
+    got_maps = auto.attribute_maps(images, targets)
+    handle.remove()
+    assert max(sizes) <= 6 and len(sizes) >= 8
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(got_maps, expected_maps, rtol=1e-10, atol=1e-12)

@@ -235,3 +235,47 @@ def test_cli_single_process_writes_the_protocol(tmp_path, monkeypatch):
     assert saved["config"]["grid"] == 2 and saved["config"]["n_grids"] == 3 and saved["config"]["smooth"] == 0
     assert saved["config"]["confidence"] == 0.5 and saved["summary"]["mean"] == pytest.approx(1.0)
     assert torch.isfinite(torch.tensor(saved["summary"]["mean"]))
+
+
+@pytest.mark.parametrize("metric", ["localisation", "pixel-removal"])
+def test_forward_batch_bounds_the_perturbed_passes_and_changes_no_score(tmp_path, metric):
+    """``evaluate(forward_batch=2)`` (``alignnet evaluate --forward-batch 2``) reaches pixel removal and every
+    method that takes it: no pass of perturbed copies holds more than 2, while the scores and the shard keys
+    (the folder names) are those of the default run."""
+    from alignnet.metrics.evaluate import evaluate
+
+    model = TemplateNet().eval()
+    data = blob_images(per_class=4)  # 8x8 images: 16x16 grids
+    if metric == "localisation":
+        protocol, methods = (
+            Protocol("localisation", grid=2, n_grids=2, batch_size=4, shard_size=1),
+            ["occlusion5", "rise"],
+        )
+    else:
+        protocol = Protocol("pixel-removal", n_images=4, steps=5, batch_size=2, shard_size=2)
+        methods = ["occlusion5", "rise", "intgrad"]
+    evaluate([("t", model)], data, methods, protocol, tmp_path / "auto", progress=False)
+    sizes = []
+    big = 16 if metric == "localisation" else 8  # the perturbed inputs (the predictions are of single 8x8 images)
+    handle = model.register_forward_pre_hook(
+        lambda _m, a: sizes.append(a[0].shape[0]) if a[0].shape[-1] == big else None
+    )
+    evaluate([("t", model)], data, methods, protocol, tmp_path / "two", progress=False, forward_batch=2)
+    handle.remove()
+    assert max(sizes) == 2 and len(sizes) > 100
+    for method in methods:
+        stem = f"{metric.replace('-', '_')}_{method}"
+        with np.load(tmp_path / "auto" / f"{stem}.npz") as a, np.load(tmp_path / "two" / f"{stem}.npz") as b:
+            assert sorted(a.files) == sorted(b.files)
+            for k in a.files:
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / "auto" / "shards").iterdir()) == sorted(
+        p.name for p in (tmp_path / "two" / "shards").iterdir()
+    )
+    with pytest.raises(ValueError, match="forward_batch must be an int >= 1"):
+        evaluate([("t", model)], data, methods, protocol, tmp_path / "bad", progress=False, forward_batch=0)
+
+
+def test_cli_forward_batch_is_checked(tmp_path, capsys):
+    assert main(_fmnist_args(tmp_path, "localisation", ["--forward-batch", "0"])) == 2
+    assert "--forward-batch must be an int >= 1" in capsys.readouterr().err

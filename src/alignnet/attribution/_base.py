@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -31,6 +32,8 @@ __all__ = [
     "AUTO_PIXELS",
     "Attributor",
     "EncodedModel",
+    "attributor_parameters",
+    "check_forward_batch",
     "copies_per_pass",
     "get_attributor",
     "list_attributors",
@@ -45,13 +48,22 @@ _REGISTRY: dict[str, type[Attributor]] = {}
 AUTO_PIXELS = {"cpu": 1 << 17, "other": 1 << 23}
 
 
+def check_forward_batch(forward_batch: int | None, name: str = "forward_batch") -> int | None:
+    """``forward_batch`` as an int >= 1, or None (the automatic pixel budget); a clear error for anything else,
+    raised where the value is given (an attributor's constructor), not at its first use."""
+    if forward_batch is None:
+        return None
+    if isinstance(forward_batch, bool) or not isinstance(forward_batch, numbers.Integral) or forward_batch < 1:
+        raise ValueError(f"{name} must be an int >= 1 or None, got {forward_batch!r}")
+    return int(forward_batch)
+
+
 def copies_per_pass(forward_batch: int | None, height: int, width: int, device: torch.device | str) -> int:
     """Perturbed copies of an ``height x width`` input per forward pass: ``forward_batch`` when given, else
     :data:`AUTO_PIXELS` of the device divided by the input's pixels (128 copies of 32x32 on a CPU, 14 of 96x96)."""
+    forward_batch = check_forward_batch(forward_batch)
     if forward_batch is not None:
-        if int(forward_batch) < 1:
-            raise ValueError(f"forward_batch must be >= 1 or None, got {forward_batch}")
-        return int(forward_batch)
+        return forward_batch
     budget = AUTO_PIXELS["cpu" if torch.device(device).type == "cpu" else "other"]
     return max(1, budget // (int(height) * int(width)))
 
@@ -87,20 +99,24 @@ def get_attributor(name: str, model: nn.Module, **config) -> Attributor:
     **config:
         The method's keyword arguments (see its class); unknown names raise ``ValueError``.
     """
-    _load_builtin()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown attribution method {name!r}{hint} (known: {', '.join(_REGISTRY)})")
-    cls = _REGISTRY[name]
-    params = inspect.signature(cls.__init__).parameters
-    allowed = [p for p in params if p not in ("self", "model")]
+    allowed = attributor_parameters(name)  # loads the built-in methods, checks the name
     unknown = sorted(set(config) - set(allowed))
     if unknown:
         raise ValueError(
             f"method {name!r} does not take {', '.join(unknown)}; it takes {', '.join(allowed) or 'nothing'}"
         )
-    return cls(model, **config)
+    return _REGISTRY[name](model, **config)
+
+
+def attributor_parameters(name: str) -> list[str]:
+    """The keyword arguments that the attribution method ``name`` takes (``ValueError`` for an unknown name)."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown attribution method {name!r}{hint} (known: {', '.join(_REGISTRY)})")
+    params = inspect.signature(_REGISTRY[name].__init__).parameters
+    return [p for p in params if p not in ("self", "model")]
 
 
 def _load_builtin() -> None:

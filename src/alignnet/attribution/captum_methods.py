@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import DynamicLinear, explanation_mode
-from ._base import Attributor, copies_per_pass, has_dynamic_layers, register_attributor
+from ._base import Attributor, check_forward_batch, copies_per_pass, has_dynamic_layers, register_attributor
 
 __all__ = [
     "DeepLiftAttributor",
@@ -82,18 +82,19 @@ class InputXGradientAttributor(Attributor):
 class IntegratedGradientsAttributor(Attributor):
     """Integrated Gradients with the zero (encoded) baseline, ``n_steps`` Gauss-Legendre steps (50).
 
-    ``internal_batch_size``: path points per forward/backward pass for 32x32 inputs; larger inputs get
-    proportionally fewer (``internal_batch_size * 1024 / (H * W)``, at least one per image), so memory stays
-    bounded on 96x96 grids and 224x224 images (512 points of a 96x96 CoDA grid needed 10 GB).
+    ``forward_batch``: path points per forward/backward pass (captum's ``internal_batch_size``, at least one
+    per image); None: the pixel budget of the other perturbation methods (:func:`copies_per_pass`: 128
+    points of a 32x32 input on a CPU, 14 of a 96x96 grid), so memory stays bounded on 96x96 grids and
+    224x224 images (512 points of a 96x96 CoDA grid needed 10 GB).
     """
 
     def __init__(
-        self, model: nn.Module, batch_size: int = 64, n_steps: int = 50, internal_batch_size: int = 512
+        self, model: nn.Module, batch_size: int = 64, n_steps: int = 50, forward_batch: int | None = None
     ) -> None:
         super().__init__(model, batch_size=batch_size)
         if int(n_steps) < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-        self.n_steps, self.internal_batch_size = int(n_steps), int(internal_batch_size)
+        self.n_steps, self.forward_batch = int(n_steps), check_forward_batch(forward_batch)
 
     def config(self) -> dict:
         return {"n_steps": self.n_steps, "baseline": "zero encoding"}
@@ -107,7 +108,7 @@ class IntegratedGradientsAttributor(Attributor):
             baselines=torch.zeros_like(x),
             target=targets,
             n_steps=self.n_steps,
-            internal_batch_size=max(self.internal_batch_size * 1024 // (x.shape[-2] * x.shape[-1]), x.shape[0]),
+            internal_batch_size=max(copies_per_pass(self.forward_batch, *x.shape[-2:], x.device), x.shape[0]),
         )
         return self.encoded.decode_attribution(attr)
 
@@ -269,7 +270,7 @@ class OcclusionAttributor(Attributor):
         size = self.default_size if size is None else int(size)
         if size < 1 or int(stride) < 1 or int(stride) > size:
             raise ValueError(f"need 1 <= stride <= size, got size={size}, stride={stride}")
-        self.size, self.stride, self.forward_batch = size, int(stride), forward_batch
+        self.size, self.stride, self.forward_batch = size, int(stride), check_forward_batch(forward_batch)
 
     def config(self) -> dict:
         return {"size": self.size, "stride": self.stride, "baseline": "zero encoding"}

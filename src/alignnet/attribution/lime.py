@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._base import Attributor, copies_per_pass, register_attributor
+from ._base import Attributor, check_forward_batch, copies_per_pass, register_attributor
 
 __all__ = ["LimeAttributor", "quickshift_segments"]
 
@@ -61,7 +61,7 @@ class LimeAttributor(Attributor):
             raise ValueError(f"num_features must be >= 1 or None, got {num_features}")
         self.n_samples, self.kernel_size, self.seed = int(n_samples), float(kernel_size), int(seed)
         self.num_features = None if num_features is None else int(num_features)
-        self.forward_batch = forward_batch  # perturbed copies per pass; None: copies_per_pass
+        self.forward_batch = check_forward_batch(forward_batch)  # perturbed copies per pass; None: copies_per_pass
 
     def config(self) -> dict:
         return {

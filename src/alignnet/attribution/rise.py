@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import Attributor, register_attributor
+from ._base import Attributor, check_forward_batch, register_attributor
 
 __all__ = ["RiseAttributor", "rise_masks"]
 
@@ -69,7 +69,7 @@ class RiseAttributor(Attributor):
         if output not in ("probability", "logit"):
             raise ValueError(f"output must be 'probability' or 'logit', got {output!r}")
         self.n_masks, self.cells, self.p_keep, self.seed = int(n_masks), int(cells), float(p_keep), int(seed)
-        self.output, self.forward_batch = output, forward_batch
+        self.output, self.forward_batch = output, check_forward_batch(forward_batch)
         self._masks: dict[tuple, Tensor] = {}
 
     def config(self) -> dict:

@@ -80,6 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="worker processes on this machine (default 1; under torchrun or srun the ranks come from the launcher)",
     )
+    parser.add_argument(
+        "--forward-batch",
+        type=int,
+        help="perturbed copies per forward pass (occlusion, RISE, LIME, Integrated Gradients, pixel removal): "
+        "memory and speed only, the scores do not change (default: a pixel budget for the device, "
+        "128 copies of 32x32 on a CPU)",
+    )
     parser.add_argument("--loader-workers", type=int, default=0, help="data loading processes per rank (ImageNet)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -108,7 +115,7 @@ def _protocol(args: argparse.Namespace) -> Protocol:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..attribution import list_attributors
+    from ..attribution import check_forward_batch, list_attributors
     from ..metrics.evaluate import EvaluationJob, evaluate, run_job, run_processes
     from ..metrics.sharding import detect_ranks
 
@@ -138,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         ablation=args.ablation,
         progress=not args.quiet,
         loader_workers=args.loader_workers,
+        forward_batch=check_forward_batch(args.forward_batch, "--forward-batch"),
     )
     if info.world_size > 1:  # torchrun / srun: this process is one rank
         if args.processes > 1:
@@ -150,6 +158,6 @@ def run(args: argparse.Namespace) -> int:
         dataset = dataset_from_spec(args.data, getattr(models[0][1], "input_spec", None))
         evaluate(
             models, dataset, methods, protocol, out, data_name=args.data, ablation=args.ablation,
-            progress=not args.quiet, loader_workers=args.loader_workers,
+            progress=not args.quiet, loader_workers=args.loader_workers, forward_batch=job.forward_batch,
         )  # fmt: skip
     return 0

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from ..attribution import attributor_parameters, check_forward_batch
 from ..layers import eval_mode
 from ._common import as_tensors, config_key, model_device, model_hash, resolve_method
 from .localisation import LocalisationResult, localisation_scores, make_grids, summarise, tile_grids
@@ -76,6 +77,7 @@ class EvaluationJob:
     progress: bool = True
     loader_workers: int = 0
     method_configs: dict = field(default_factory=dict)
+    forward_batch: int | None = None
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -321,6 +323,7 @@ def evaluate_one(
     per forward pass in pixel removal (memory and speed only; None: a pixel budget for the device).
     """
     info = info or RankInfo()
+    forward_batch = check_forward_batch(forward_batch)
     items = dataset if isinstance(dataset, _Items) else _Items(dataset)
     work_dir = Path(work_dir)
     name, attributor = resolve_method(method, model, method_config)
@@ -346,13 +349,19 @@ def evaluate(
     progress: bool = True,
     loader_workers: int = 0,
     method_configs: dict | None = None,
+    forward_batch: int | None = None,
 ) -> dict:
     """Every model and method; rank 0 writes the result files, ``summary.json`` and the figures.
 
     Returns ``{model: {method: summary}}`` on rank 0 (``{}`` on the others). A method that is not
-    defined for a model (e.g. guided backprop without ReLUs) is skipped with a note.
+    defined for a model (e.g. guided backprop without ReLUs) is skipped with a note. ``forward_batch``:
+    perturbed copies per forward pass, for pixel removal and for every method that takes it (occlusion,
+    RISE, LIME, Integrated Gradients) unless its ``method_configs`` entry sets it; None: a pixel budget for
+    the device (:func:`~alignnet.attribution.copies_per_pass`). Memory and speed only: the scores and the
+    shard keys do not depend on it.
     """
     info = info or RankInfo()
+    forward_batch = check_forward_batch(forward_batch)
     out = Path(out)
     work_dir = out / "shards"
     items = _Items(dataset)
@@ -366,10 +375,15 @@ def evaluate(
             logits = predict_dataset(model, items, work_dir, info, model_device(model), loader_workers, say)
         for method in methods:
             stem = f"{protocol.metric.replace('-', '_')}_{method}" + (f"_{tag}" if tag else "")
+            config = dict((method_configs or {}).get(method) or {})
+            if (
+                forward_batch is not None
+                and isinstance(method, str)
+                and "forward_batch" in attributor_parameters(method)
+            ):
+                config.setdefault("forward_batch", forward_batch)
             try:
-                res = evaluate_one(
-                    model, items, method, protocol, work_dir, info, (method_configs or {}).get(method), logits, say
-                )
+                res = evaluate_one(model, items, method, protocol, work_dir, info, config, logits, say, forward_batch)
             except ValueError as exc:
                 if "not defined for this model" in str(exc):
                     if info.is_main:
@@ -474,6 +488,7 @@ def run_job(job: EvaluationJob, info: RankInfo | None = None, init_method: str |
             progress=job.progress,
             loader_workers=job.loader_workers,
             method_configs=job.method_configs,
+            forward_batch=job.forward_batch,
         )
     finally:
         shutdown()

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..attribution import Attributor, EncodedModel, copies_per_pass
+from ..attribution import Attributor, EncodedModel, check_forward_batch, copies_per_pass
 from ..layers import eval_mode
 from ._common import save_result, work_dir
 
@@ -119,6 +119,7 @@ def removal_curves(
     """
     if order not in ORDERS:
         raise ValueError(f"order must be 'least' or 'most', got {order!r}")
+    forward_batch = check_forward_batch(forward_batch)
     if images.dim() != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
     a = attributions.sum(1) if attributions.dim() == 4 else attributions
