@@ -95,7 +95,11 @@ def main() -> None:
         for label, xs, ts, old in ig_cases if "intgrad" in parts else ():
             ig = {fb: get_attributor("intgrad", model, forward_batch=fb) for fb in (old, None)}
             run = {fb: (a.attribute_maps if xs is grid else a.attribute) for fb, a in ig.items()}
-            t = {fb: _timed(f, xs, ts) for fb, f in run.items()}
+            reps: dict = {fb: [] for fb in run}
+            for _ in range(args.reps):  # interleaved, median
+                for fb, f in run.items():
+                    reps[fb].append(_timed(f, xs, ts))
+            t = {fb: statistics.median(r) for fb, r in reps.items()}
             print(f"| {name} | intgrad, {label}, {old} points per pass vs auto | {t[old]:.1f} | {t[None]:.1f} | {t[old] / t[None]:.2f} |")  # fmt: skip
 
 
