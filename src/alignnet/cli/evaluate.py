@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     protocol = _protocol(args)
     if args.processes < 1:
         raise ValueError(f"--processes must be >= 1, got {args.processes}")
+    forward_batch = check_forward_batch(args.forward_batch, "--forward-batch")
     out = Path(args.out)
     info = detect_ranks()
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         ablation=args.ablation,
         progress=not args.quiet,
         loader_workers=args.loader_workers,
-        forward_batch=check_forward_batch(args.forward_batch, "--forward-batch"),
+        forward_batch=forward_batch,
     )
     if info.world_size > 1:  # torchrun / srun: this process is one rank
         if args.processes > 1:
