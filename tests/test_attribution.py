@@ -190,7 +190,7 @@ def test_clear_errors():
 @pytest.mark.parametrize("method", ["occlusion5", "occlusion9", "rise", "lime", "intgrad"])
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
 def test_a_bad_forward_batch_is_refused_when_the_method_is_built(method, bad):
-    with pytest.raises(ValueError, match="forward_batch must be an int >= 1 or None"):
+    with pytest.raises(ValueError, match=r"forward_batch must be an int >= 1 \(None for the automatic pixel budget\)"):
         get_attributor(method, tiny_bcos(), forward_batch=bad)
 
 

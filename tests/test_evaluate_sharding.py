@@ -278,5 +278,8 @@ def test_forward_batch_bounds_the_perturbed_passes_and_changes_no_score(tmp_path
 
 def test_cli_forward_batch_is_checked_before_anything_is_written(tmp_path, capsys):
     assert main(_fmnist_args(tmp_path / "out", "localisation", ["--forward-batch", "0"])) == 2
-    assert "--forward-batch must be an int >= 1" in capsys.readouterr().err
+    assert (
+        "--forward-batch must be an int >= 1 (leave it out for the automatic pixel budget), got 0"
+        in capsys.readouterr().err
+    )
     assert not (tmp_path / "out").exists()

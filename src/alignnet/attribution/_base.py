@@ -54,7 +54,10 @@ def check_forward_batch(forward_batch: int | None, name: str = "forward_batch") 
     if forward_batch is None:
         return None
     if isinstance(forward_batch, bool) or not isinstance(forward_batch, numbers.Integral) or forward_batch < 1:
-        raise ValueError(f"{name} must be an int >= 1 or None, got {forward_batch!r}")
+        default = "leave it out" if name.startswith("--") else "None"  # a command-line option has no None
+        raise ValueError(
+            f"{name} must be an int >= 1 ({default} for the automatic pixel budget), got {forward_batch!r}"
+        )
     return int(forward_batch)
 
 
