@@ -376,11 +376,7 @@ def evaluate(
         for method in methods:
             stem = f"{protocol.metric.replace('-', '_')}_{method}" + (f"_{tag}" if tag else "")
             config = dict((method_configs or {}).get(method) or {})
-            if (
-                forward_batch is not None
-                and isinstance(method, str)
-                and "forward_batch" in attributor_parameters(method)
-            ):
+            if forward_batch is not None and "forward_batch" in attributor_parameters(method):
                 config.setdefault("forward_batch", forward_batch)
             try:
                 res = evaluate_one(model, items, method, protocol, work_dir, info, config, logits, say, forward_batch)
