@@ -14,8 +14,8 @@ from torch import nn
 
 import alignnet
 from alignnet.bcosification import BcosifiedConv2d, BcosifiedLinear, InputEncoding, bcosify, steps
+from alignnet.models import create_model
 from alignnet.train.agc import adaptive_clip_grad_
-from alignnet.train.baselines import plain_cnn_9l
 
 DT = torch.float64
 
@@ -161,7 +161,7 @@ def _sequential():
 
 
 FAST = {
-    "plain_cnn_9l": (lambda: plain_cnn_9l(width=0.25), 32),
+    "plain_cnn_9l": (lambda: create_model("plain_cnn_9l", width=0.25), 32),
     "sequential": (_sequential, 16),
     "vit_tiny": (_tiny_vit, 32),
     "resnet18": (torchvision.models.resnet18, 32),
@@ -201,7 +201,7 @@ def test_completeness_every_family(build, size):
 @pytest.mark.parametrize("keep_activation", [True, False])
 @pytest.mark.parametrize("b", [1.0, 1.5, 2.5])
 def test_completeness_ablations(b, keep_activation):
-    net = bcosify(plain_cnn_9l(width=0.25), b=b, keep_activation=keep_activation)
+    net = bcosify(create_model("plain_cnn_9l", width=0.25), b=b, keep_activation=keep_activation)
     assert all(m.b == b for m in net.bcos_layers())
     assert any(isinstance(m, nn.ReLU) for m in net.modules()) == keep_activation
     _explain_exact(net, 16)
@@ -257,17 +257,19 @@ def test_unknown_modules_are_named():
 
 
 def test_b_schedule():
-    net = bcosify(plain_cnn_9l(width=0.25), b=2.0, b_warmup_epochs=2.0)
+    net = bcosify(create_model("plain_cnn_9l", width=0.25), b=2.0, b_warmup_epochs=2.0)
     assert [net.b_at(e) for e in (0, 1, 2, 5)] == [1.0, 1.5, 2.0, 2.0]
     net.set_b(1.25)
     assert {m.b for m in net.bcos_layers()} == {1.25}
-    assert bcosify(plain_cnn_9l(width=0.25)).b_at(0) == 2.0
+    assert bcosify(create_model("plain_cnn_9l", width=0.25)).b_at(0) == 2.0
 
 
 # ---------------------------------------------------------------- save / load
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
-    net = bcosify(plain_cnn_9l(width=0.25), b=1.5, input_spec={"size": [32, 32], "style": "fashion_mnist"})
+    net = bcosify(
+        create_model("plain_cnn_9l", width=0.25), b=1.5, input_spec={"size": [32, 32], "style": "fashion_mnist"}
+    )
     net.body[1].running_var.uniform_(0.5, 2)  # a non-default state
     path = alignnet.save_model(net, tmp_path / "b.safetensors")
     loaded = alignnet.load_model(path)
@@ -344,7 +346,7 @@ def test_init_from_plain_cnn_file(tmp_path):
     from alignnet.train.module import build_model
 
     torch.manual_seed(1)
-    cnn = plain_cnn_9l(width=0.25)
+    cnn = create_model("plain_cnn_9l", width=0.25)
     save_file({k: v.contiguous() for k, v in cnn.state_dict().items()}, str(tmp_path / "cnn.safetensors"))
     config = _quick("bcosify-fmnist")
     net = build_model(config.model, init_from=str(tmp_path / "cnn.safetensors"))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._optional import require
 from ._base import Attributor, check_forward_batch, copies_per_pass, register_attributor
 
 __all__ = ["LimeAttributor", "quickshift_segments"]
@@ -26,10 +27,7 @@ __all__ = ["LimeAttributor", "quickshift_segments"]
 
 def quickshift_segments(image: Tensor, kernel_size: float = 4, max_dist: float = 200, ratio: float = 0.2) -> Tensor:
     """``(C, H, W)`` image in [0, 1] -> ``(H, W)`` long tensor of superpixel ids 0..S-1 (quickshift)."""
-    try:
-        from skimage.segmentation import quickshift
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the lime method needs scikit-image: pip install 'alignnet[lime]'") from exc
+    quickshift = require("skimage.segmentation", "the lime method").quickshift
     arr = image.detach().cpu().double().permute(1, 2, 0).numpy()
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)

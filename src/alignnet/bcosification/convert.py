@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import GlobalAvgPool2d
+from ..models.cifar import PlainCNN
 from ..layers._mode import non_detachable_modules
 from ._layers import BcosifiedConv2d, BcosifiedLinear, InputEncoding, TokenPool
 from .steps import (
@@ -67,7 +68,7 @@ _KNOWN_CONTAINERS = {
     "torchvision.models.vision_transformer": {"VisionTransformer", "Encoder", "EncoderBlock", "MLPBlock"},
     "torchvision.ops.misc": {"Conv2dNormActivation", "Permute", "MLP"},
     "torchvision.ops.stochastic_depth": {"StochasticDepth"},
-    "alignnet.train.baselines": {"_PlainCNN"},
+    "alignnet.models.cifar": {"PlainCNN"},
 }
 _TORCHVISION_PREFIXES = {
     "ResNet": ("resnet", "resnext", "wide_resnet"),
@@ -241,7 +242,7 @@ def _split(model: nn.Module) -> tuple[nn.Module, nn.Module, str]:
                 "ViTs with a pre-logits layer (Linear + Tanh) are not supported: Tanh is not dynamic-linear"
             )
         return _ViTBody(model), model.heads.head, "tokens"
-    if name == "_PlainCNN":
+    if isinstance(model, PlainCNN):
         layers = list(model.features)
         return nn.Sequential(*layers[:-1]), layers[-1], "maps"
     if isinstance(model, nn.Sequential):
@@ -295,8 +296,8 @@ def _classifier_out(model: nn.Module) -> int:
 
 
 def build_source(source: dict[str, Any]) -> nn.Module:
-    """The source architecture of a recipe with random weights: ``torchvision:<builder>``, an alignnet
-    baseline (``plain_cnn_9l``) or a registry name, with its recorded arguments."""
+    """The source architecture of a recipe with random weights: ``torchvision:<builder>`` or a registry
+    name (``plain_cnn_9l`` among them), with its recorded arguments."""
     name, args = source["name"], dict(source.get("args", {}))
     if name.startswith("torchvision:"):
         import torchvision
@@ -304,10 +305,6 @@ def build_source(source: dict[str, Any]) -> nn.Module:
         model = torchvision.models.get_model(name.split(":", 1)[1], weights=None, **args)
         model.model_name, model.model_args = name, args
         return model
-    from ..train.baselines import BASELINES
-
-    if name in BASELINES:
-        return BASELINES[name](**args)
     from ..models import create_model
 
     return create_model(name, **args)

@@ -13,6 +13,8 @@ import argparse
 import importlib
 import sys
 
+from .._optional import extra_for
+
 __all__ = ["main", "COMMANDS"]
 
 # name -> (module, one-line help)
@@ -62,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     error = getattr(args, "_import_error", None)
     if error is not None:
-        print(f"alignnet {args.command}: cannot import what it needs: {error}", file=sys.stderr)
-        print("install the extras: pip install 'alignnet[all]'", file=sys.stderr)
-        return 1
+        return _missing(args.command, error)
     try:
         code = args._run(args)
+    except ImportError as exc:
+        if extra_for(exc) is None:
+            raise  # not an optional package: a bug, keep the traceback
+        return _missing(args.command, exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -75,6 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alignnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return int(code or 0)
+
+
+def _missing(command: str, exc: BaseException) -> int:
+    """One line naming the extra that ``command`` needs; exit code 2 (a traceback for anything else)."""
+    extra = extra_for(exc)
+    if extra is None:
+        raise exc
+    module = getattr(exc, "module", None) or getattr(exc, "name", "").split(".")[0]
+    print(
+        f'alignnet {command} needs the {extra} extra ({module} is not installed): pip install "alignnet[{extra}]"',
+        file=sys.stderr,
+    )
+    return 2
 
 
 if __name__ == "__main__":

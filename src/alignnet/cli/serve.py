@@ -44,8 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    import uvicorn
 
+    from .._optional import require
+
+    uvicorn = require("uvicorn", "alignnet serve")
+    require("fastapi", "alignnet serve")
     from ..serve.app import create_app
     from ..serve.backend import build_models, default_replicas
 

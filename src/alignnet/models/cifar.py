@@ -2,7 +2,9 @@
 
 Both are plain stacks of dynamic layers on the 6-channel encoding, a global pool and a logit
 layer: B-cos v1 ``bcos_cifar10_9l`` (MaxOut 2, v1 scale, average pool) and CoDA-Net
-``coda_cifar10_9l`` ("9L-S-CoDA": DAU layers, sum pool, temperature).
+``coda_cifar10_9l`` ("9L-S-CoDA": DAU layers, sum pool, temperature). ``plain_cnn_9l`` is the
+standard (not explainable) network of the same shape: the accuracy baseline and the source of the
+shipped B-cosified model.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from torch import Tensor, nn
 from ..layers import AddInverse, BcosConv2d, DAUConv2d, GlobalAvgPool2d, GlobalSumPool2d, LogitLayer
 from ._registry import PAPER_BCOS_V1, PAPER_CODA, annotate, register_model
 
-__all__ = ["PlainDynamicNet", "B_ABLATION", "ablation_overrides", "bcos_cifar10_9l", "coda_cifar10_9l"]
+__all__ = [
+    "PlainCNN",
+    "PlainDynamicNet",
+    "B_ABLATION",
+    "ablation_overrides",
+    "bcos_cifar10_9l",
+    "coda_cifar10_9l",
+    "plain_cnn_9l",
+]
 
 # 9-layer configuration shared by both papers: kernels [3]*8+[1], strides, padding 1 (last 0).
 _KERNELS = [3] * 8 + [1]
@@ -116,3 +126,37 @@ def coda_cifar10_9l(
         c_in = c_out
     model = PlainDynamicNet(layers, GlobalSumPool2d(), LogitLayer(temperature, logit_bias))
     return annotate(model, (32, 32), PAPER_CODA)
+
+
+# ----------------------------------------------------------- standard (non-B-cos) baseline
+class PlainCNN(nn.Module):
+    """``features -> global average pool``: ``(N, 3, H, W) -> (N, num_classes)`` (not dynamic-linear)."""
+
+    def __init__(self, layers: list[nn.Module]) -> None:
+        super().__init__()
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x).mean(dim=(2, 3))
+
+
+@register_model
+def plain_cnn_9l(num_classes: int = 10, width: float = 1.0, batch_norm: bool = True) -> PlainCNN:
+    """Standard 9-layer CNN (not B-cos): the B-cos network's kernels, strides and channels x ``width``
+    with ordinary ``Conv2d`` (+ BatchNorm) + ReLU, global average pooling to ``num_classes`` logits.
+
+    Input: ``(N, 3, H, W)`` in [0, 1], the same images as the B-cos/CoDA networks (no encoding).
+    ``alignnet.explain`` does not apply to it; :func:`alignnet.bcosify` converts it.
+    """
+    width = _check_width(width)
+    channels = [_scaled(c, width) for c in _BCOS_CHANNELS]
+    layers: list[nn.Module] = []
+    c_in = 3
+    for c_out, k, s in zip(channels, _KERNELS[:-1], _STRIDES[:-1], strict=True):
+        layers.append(nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(c_out))
+        layers.append(nn.ReLU(inplace=True))
+        c_in = c_out
+    layers.append(nn.Conv2d(c_in, num_classes, 1))
+    return annotate(PlainCNN(layers), (32, 32), "standard CNN baseline (not explainable)", encoding="none")

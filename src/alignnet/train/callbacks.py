@@ -7,7 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
+from .._optional import require
+
+L = require("lightning", "training (alignnet train)")
+
 
 __all__ = ["EpochTimer", "ResumeHint"]
 

@@ -10,13 +10,15 @@ import math
 import random
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._optional import require
 from .config import ModelConfig, OptimizerConfig, SchedulerConfig
+
+L = require("lightning", "training (alignnet train)")
 
 __all__ = ["ClassifierModule", "LRSchedule", "bce_one_hot", "build_model", "load_initial_weights"]
 
@@ -24,14 +26,12 @@ _TORCHVISION = "torchvision:"
 
 
 def build_model(config: ModelConfig, init_from: str | None = None) -> nn.Module:
-    """A registered model, a baseline of :mod:`alignnet.train.baselines` or ``torchvision:<builder>``
-    from its config; B-cosified when ``config.bcosify`` is set.
+    """A registered model (``plain_cnn_9l`` and the other standard baselines among them) or
+    ``torchvision:<builder>`` from its config; B-cosified when ``config.bcosify`` is set.
 
     ``init_from`` (see :func:`load_initial_weights`) initialises the source model before the
     B-cosification, or the B-cosified model when it names a saved B-cosified model.
     """
-    from .baselines import BASELINES
-
     args = dict(config.args)
     if config.paper_ablation:
         from ..models.cifar import ablation_overrides
@@ -47,8 +47,6 @@ def build_model(config: ModelConfig, init_from: str | None = None) -> nn.Module:
             num_classes = len(weights.meta["categories"])  # bcosify replaces the head if it differs
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **args)
         model.model_name, model.model_args = config.name, {"num_classes": num_classes, **args}
-    elif config.name in BASELINES:
-        model = BASELINES[config.name](num_classes=num_classes, **args)
     else:
         from ..models import create_model
 

@@ -154,8 +154,8 @@ def find_resume_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def export_model(model: nn.Module, path: Path) -> Path:
-    """Save with ``alignnet.save_model`` (registered models) or as plain safetensors (baselines)."""
-    if getattr(model, "model_name", None) and not model.model_name.startswith("plain_"):
+    """Save with ``alignnet.save_model`` (named models) or as plain safetensors (anything else)."""
+    if getattr(model, "model_name", None):
         from ..models import save_model
 
         save_model(model, path)
