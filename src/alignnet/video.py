@@ -11,7 +11,7 @@ Library use::
     result = explain_frames(model, alignnet.data.fit_to_model(model, frames))
     result.stability, write_animation("out.gif", render_panels(result))
 
-Decoding uses PyAV (the ``video`` extra) and falls back to imageio for formats it lacks.
+Decoding uses PyAV (a base dependency: its wheels carry FFmpeg) and falls back to imageio for formats it lacks.
 """
 
 from __future__ import annotations
