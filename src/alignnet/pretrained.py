@@ -7,12 +7,17 @@ Fashion-MNIST entries need no network, the official B-cos v2 ImageNet entries ar
 
 1. ``$ALIGNNET_HOME/downloads/<file name of the URL>`` (default ``~/.cache/alignnet``) is written
    through a temporary file with a progress bar, its SHA-256 checked (the full digest when the entry
-   has one; otherwise the hash prefix in the file name, torch hub's convention) and renamed into
-   place: a killed download never leaves a file that later loads;
+   has one; otherwise the hash prefix in the file name, torch hub's convention, and from the second
+   time on the full digest recorded in ``$ALIGNNET_HOME/sha256.json`` the first time a file of that
+   name was verified) and renamed into place: a killed download never leaves a file that later loads;
 2. the file is read with ``torch.load(weights_only=True)`` (nothing else is ever unpickled) and
    converted (:func:`alignnet.models.from_bcos` for the release checkpoints);
-3. the converted model is kept as ``$ALIGNNET_HOME/weights/<name>.safetensors`` (atomic rename) and
-   the download is removed; later calls read only that file, offline.
+3. the converted model is kept as ``$ALIGNNET_HOME/weights/<name>-<key>.safetensors`` (atomic rename;
+   ``<key>`` hashes every input of the conversion, :func:`_cache_key`) and the download is removed;
+   later calls read only that file, offline.
+
+Steps 1-3 run under a lock file in ``$ALIGNNET_HOME/locks/`` per download, so processes loading the
+same weights at once wait for one another instead of deleting a file another one is reading.
 
 ``ALIGNNET_WEIGHTS_MIRROR`` replaces the base URL of the official entries (same file names), for
 mirrors and air-gapped sites; a file put by hand at the download path above is verified and used.
@@ -21,10 +26,12 @@ Downloads happen only when a pretrained model is asked for by name. See docs/pre
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import hashlib
 import http.client
+import inspect
 import json
 import os
 import re
@@ -45,6 +52,7 @@ __all__ = [
     "OFFICIAL_BASE_URL",
     "WeightsDownloadError",
     "WeightsEntry",
+    "availability",
     "cache_dir",
     "default_weights",
     "get_weights",
@@ -59,6 +67,7 @@ __all__ = [
 OFFICIAL_BASE_URL = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")  # torch hub: "<name>-<first hex digits of sha256>.<ext>"
 _CHUNK = 1 << 20
+_CACHE_FORMAT = 1  # part of every cache key: raise it when a conversion changes, and every entry is converted again
 
 
 class WeightsDownloadError(ConnectionError):
@@ -209,8 +218,17 @@ def register_weights(
     )
     if isinstance(entry.classes, str) and entry.classes not in ("imagenet", "fashion_mnist"):
         raise ValueError("class_names must be a list of names, 'imagenet' or 'fashion_mnist'")
-    _ENTRIES[name] = entry
+    _add(entry)
     return entry
+
+
+def _add(entry: WeightsEntry) -> None:
+    """Put ``entry`` in the registry; a default entry takes over as its architecture's only default."""
+    if entry.default:
+        for other in list(_ENTRIES.values()):
+            if other.arch == entry.arch and other.default and other.name != entry.name:
+                _ENTRIES[other.name] = dataclasses.replace(other, default=False)
+    _ENTRIES[entry.name] = entry
 
 
 def list_pretrained(pattern: str = "*") -> list[str]:
@@ -248,6 +266,11 @@ def _shipped_path(file: str) -> Path:
     return path
 
 
+def _is_shipped(entry: WeightsEntry) -> bool:
+    """A file of the package's ``weights/`` folder (a relative name); ``file=`` entries hold absolute paths."""
+    return entry.file is not None and not Path(entry.file).is_absolute()
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -256,62 +279,197 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_hash(entry: WeightsEntry, digest: str, where: str) -> None:
+def _lock(name: str):
+    """An inter-process lock ``$ALIGNNET_HOME/locks/<name>.lock`` (``filelock``, a dependency of torch).
+
+    The lock file stays (it is empty); the lock is the OS's and dies with its process.
+    """
+    from filelock import FileLock
+
+    folder = cache_dir() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder / f"{name}.lock"))
+
+
+def _url_file_name(entry: WeightsEntry) -> str:
+    return urllib.parse.urlparse(entry.url).path.rsplit("/", 1)[1]
+
+
+def _digest_record() -> Path:
+    """Full SHA-256 of the files verified only by a hash prefix, recorded the first time (trust on first use)."""
+    return cache_dir() / "sha256.json"
+
+
+def _recorded_digests() -> dict[str, str]:
+    path = _digest_record()
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); delete it to record the digests again") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} must hold a JSON object of file name -> sha256; delete it to record them again")
+    return record
+
+
+def _record_digest(file_name: str, digest: str) -> str:
+    """Record ``digest`` for ``file_name`` unless one is recorded already; return the one on record."""
+    path = _digest_record()
+    with _lock(path.name):
+        record = _recorded_digests()
+        if file_name in record:
+            return record[file_name]
+        record[file_name] = digest
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(record, out, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return digest
+
+
+def _verify(entry: WeightsEntry, digest: str, where: str) -> None:
+    """Raise ``ValueError`` unless ``digest`` (the SHA-256 of ``where``) is what ``entry`` expects.
+
+    Entries with a full ``sha256`` are checked against it. Entries known only by the hash prefix in their
+    file name are checked against the prefix, then against the full digest recorded in ``sha256.json`` the
+    first time a file of that name passed (trust on first use). The callers say what happened to the file.
+    """
     expected = entry.expected_hash
     if expected is None:
         raise ValueError(f"weights {entry.name!r} have no sha256 to verify {where} against")
     if not digest.startswith(expected):
         raise ValueError(
             f"sha256 mismatch for weights {entry.name!r} ({where}): expected {expected}"
-            f"{'' if len(expected) == 64 else ' (prefix)'}, got {digest}; the file was not kept"
+            f"{'' if len(expected) == 64 else ' (prefix)'}, got {digest}"
+        )
+    if len(expected) == 64 or entry.url is None:
+        return
+    name = _url_file_name(entry)
+    known = _recorded_digests().get(name) or _record_digest(name, digest)
+    if known != digest:
+        raise ValueError(
+            f"sha256 mismatch for weights {entry.name!r} ({where}): its sha256 {digest} starts with the {expected} "
+            f"of its name but differs from the one recorded when a file {name} was first verified, {known} (in "
+            f"{_digest_record()}); if the release file really changed, delete that line"
         )
 
 
 def _download(entry: WeightsEntry, dest: Path, progress: bool) -> None:
     """Fetch ``entry``'s URL to ``dest`` through a temporary file; verify; atomic rename."""
-    from tqdm.auto import tqdm
-
     url = entry.resolved_url
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
-        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:  # closed on every path, the failed ones included
+            digest = _fetch(entry, url, out, dest, progress)
         try:
-            request = urllib.request.Request(url, headers={"User-Agent": "alignnet"})
-            with urllib.request.urlopen(request, timeout=60) as response, os.fdopen(fd, "wb") as out:
-                total = response.headers.get("Content-Length")
-                total = int(total) if total and total.isdigit() else None
-                done = 0
-                with tqdm(
-                    total=total, unit="B", unit_scale=True, desc=f"downloading {entry.name}", disable=not progress
-                ) as bar:
-                    for block in iter(lambda: response.read(_CHUNK), b""):
-                        out.write(block)
-                        digest.update(block)
-                        done += len(block)
-                        bar.update(len(block))
-            if total is not None and done != total:
-                raise WeightsDownloadError(f"the download of {url} stopped after {done} of {total} bytes")
-        except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
-            if isinstance(exc, WeightsDownloadError):
-                raise
-            if isinstance(exc, urllib.error.HTTPError):
-                reason = f"HTTP {exc.code} {exc.reason}"
-            else:
-                reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-            raise WeightsDownloadError(
-                f"cannot download the weights {entry.name!r} from {url} ({reason}). Without a network, fetch "
-                f"that file elsewhere and put it at {dest} (it is verified before use), or set "
-                "ALIGNNET_WEIGHTS_MIRROR to a base URL (https://... or file:///folder) that has the release files"
-                if entry.official
-                else f"cannot download the weights {entry.name!r} from {url} ({reason}); put the file at {dest} "
-                "by hand (it is verified before use)"
-            ) from None
-        _check_hash(entry, digest.hexdigest(), f"downloaded from {url}")
+            _verify(entry, digest, f"downloaded from {url}")
+        except ValueError as exc:
+            raise ValueError(f"{exc}; the download was not kept") from None
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fetch(entry: WeightsEntry, url: str, out, dest: Path, progress: bool) -> str:
+    """Write the body of ``url`` to ``out``; return its SHA-256. ``WeightsDownloadError`` says where ``dest`` is."""
+    from tqdm.auto import tqdm
+
+    digest = hashlib.sha256()
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "alignnet"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            total = response.headers.get("Content-Length")
+            total = int(total) if total and total.isdigit() else None
+            done = 0
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=f"downloading {entry.name}", disable=not progress
+            ) as bar:
+                for block in iter(lambda: response.read(_CHUNK), b""):
+                    out.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    bar.update(len(block))
+        if total is not None and done != total:
+            raise WeightsDownloadError(f"the download of {url} stopped after {done} of {total} bytes")
+    except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
+        if isinstance(exc, WeightsDownloadError):
+            raise
+        if isinstance(exc, urllib.error.HTTPError):
+            reason = f"HTTP {exc.code} {exc.reason}"
+            exc.close()
+        else:
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        raise WeightsDownloadError(
+            f"cannot download the weights {entry.name!r} from {url} ({reason}). Without a network, fetch "
+            f"that file elsewhere and put it at {dest} (it is verified before use), or set "
+            "ALIGNNET_WEIGHTS_MIRROR to a base URL (https://... or file:///folder) that has the release files"
+            if entry.official
+            else f"cannot download the weights {entry.name!r} from {url} ({reason}); put the file at {dest} "
+            "by hand (it is verified before use)"
+        ) from None
+    return digest.hexdigest()
+
+
+def _verified_download(entry: WeightsEntry, raw: Path, progress: bool) -> None:
+    """Make ``raw`` the verified file of ``entry``: a file already there (put by hand, or left by an older
+    version) is used if it passes, otherwise deleted and downloaded again, once."""
+    note = ""
+    if raw.is_file():
+        try:
+            _verify(entry, _sha256(raw), f"the file {raw}")
+            return
+        except ValueError as exc:
+            raw.unlink(missing_ok=True)
+            note = f"{raw} failed its sha256 check and was deleted ({exc})"
+    try:
+        _download(entry, raw, progress)
+    except (WeightsDownloadError, ValueError) as exc:
+        if note:
+            raise type(exc)(f"{note}; downloading it again failed: {exc}") from None
+        raise
+
+
+def _arch_defaults(arch: str) -> dict:
+    from .models import list_models, model_entrypoint
+
+    if arch not in list_models():
+        return {}
+    params = inspect.signature(model_entrypoint(arch)).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def _check_arch(entry: WeightsEntry, path: Path) -> None:
+    """An ``alignnet.save_model`` file must hold the architecture and arguments ``entry`` declares.
+
+    Reads the header only. A B-cosified file (``load_model`` rebuilds it from its recipe) counts as
+    ``bcosify(<source architecture>)`` with the source's arguments.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    from .models.io import _ARGS, _NAME
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+        arch, args = metadata.get(_NAME), json.loads(metadata.get(_ARGS, "{}"))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable safetensors file (corrupt or another format): {exc}") from None
+    if arch is None or not isinstance(args, dict):
+        return  # no alignnet metadata: load_model says so
+    if arch == "bcosified" and isinstance(args.get("source"), dict):
+        arch, args = f"bcosify({args['source'].get('name')})", args["source"].get("args", {})
+    have = {**_arch_defaults(arch), **args}
+    if arch != entry.arch or any(k not in have or have[k] != v for k, v in entry.arch_args.items()):
+        raise ValueError(
+            f"the weights {entry.name!r} are registered as {entry.arch!r} with {entry.arch_args} but {path} holds "
+            f"a {arch!r} with {args}; register them with the architecture and arguments of the file"
+        )
 
 
 def _convert(entry: WeightsEntry, raw: Path) -> nn.Module:
@@ -320,6 +478,7 @@ def _convert(entry: WeightsEntry, raw: Path) -> nn.Module:
     from .models.io import load_weights
 
     if entry.fmt == "safetensors":
+        _check_arch(entry, raw)
         return load_model(raw)
     try:
         state = torch.load(raw, map_location="cpu", weights_only=True)
@@ -335,36 +494,34 @@ def _convert(entry: WeightsEntry, raw: Path) -> nn.Module:
     return load_weights(model, state, source=str(raw))
 
 
-def weights_file(name: str, progress: bool = True) -> Path:
-    """A local ``.safetensors`` file with the weights ``name``, downloading and converting them if needed.
+def _cache_key(entry: WeightsEntry, content: str | None) -> str:
+    """16 hex digits of the SHA-256 of every input of the conversion: the source's content (``content``,
+    the SHA-256 of a local file; a URL's content is pinned by its verified hash), URL, expected hash, format,
+    architecture and arguments, and the conversion's version. Not the mirror: the same verified file
+    converts the same from anywhere."""
+    inputs = {
+        "cache_format": _CACHE_FORMAT,
+        "content": content,
+        "url": entry.url,
+        "sha256": entry.expected_hash,
+        "fmt": entry.fmt,
+        "arch": entry.arch,
+        "arch_args": entry.arch_args,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=repr).encode()).hexdigest()[:16]
 
-    Raises :class:`WeightsDownloadError` (no network: says where to put the file by hand),
-    ``ValueError`` (hash mismatch, corrupt file, wrong architecture) or ``FileNotFoundError``.
-    """
+
+def _cached(entry: WeightsEntry, content: str | None = None) -> tuple[Path, bool]:
+    """The converted file of ``entry`` (``content``: the SHA-256 of a local source file) and whether it exists:
+    the one answer to "is it cached" (:func:`weights_file`, :func:`availability`)."""
+    path = cache_dir() / "weights" / f"{entry.name}-{_cache_key(entry, content)}.safetensors"
+    return path, path.is_file()
+
+
+def _convert_to(entry: WeightsEntry, raw: Path, converted: Path) -> None:
+    """Convert ``raw`` and write ``converted`` through a temporary file and an atomic rename."""
     from .models import save_model
 
-    entry = get_weights(name)
-    if entry.file is not None and not Path(entry.file).is_absolute():
-        return _shipped_path(entry.file)  # shipped with the package
-    if entry.file is not None:
-        raw = Path(entry.file)
-        if not raw.is_file():
-            raise FileNotFoundError(f"the weights file of {entry.name!r} does not exist: {raw}")
-        if entry.expected_hash:
-            _check_hash(entry, _sha256(raw), f"the file {raw}")
-        if entry.fmt == "safetensors":
-            return raw
-    root = cache_dir()
-    tag = f"-{entry.expected_hash[:10]}" if entry.expected_hash else ""
-    converted = root / "weights" / f"{entry.name}{tag}.safetensors"
-    if converted.is_file():
-        return converted
-    if entry.file is None:
-        raw = root / "downloads" / urllib.parse.urlparse(entry.url).path.rsplit("/", 1)[1]
-        if raw.is_file():
-            _check_hash(entry, _sha256(raw), f"the file {raw}")  # put there by hand or by an earlier run
-        else:
-            _download(entry, raw, progress)
     model = _convert(entry, raw)
     converted.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{converted.stem}.", suffix=".safetensors", dir=converted.parent)
@@ -374,18 +531,75 @@ def weights_file(name: str, progress: bool = True) -> Path:
         os.replace(tmp_name, converted)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
-    if entry.file is None:
+
+
+def weights_file(name: str, progress: bool = True) -> Path:
+    """A local ``.safetensors`` file with the weights ``name``, downloading and converting them if needed.
+
+    Raises :class:`WeightsDownloadError` (no network: says where to put the file by hand),
+    ``ValueError`` (hash mismatch, corrupt file, wrong architecture) or ``FileNotFoundError``.
+    Safe with other processes loading the same weights at the same time.
+    """
+    entry = get_weights(name)
+    if _is_shipped(entry):
+        path = _shipped_path(entry.file)
+        _check_arch(entry, path)
+        return path
+    if entry.file is not None:
+        return _local_weights_file(entry)
+    converted, cached = _cached(entry)
+    if cached:
+        return converted
+    raw = cache_dir() / "downloads" / _url_file_name(entry)
+    # one process at a time fetches, verifies, converts and deletes the download; the others then find
+    # the converted file, which only ever appears whole (atomic rename) and is never deleted
+    with _lock(raw.name):
+        if converted.is_file():
+            return converted
+        _verified_download(entry, raw, progress)
+        _convert_to(entry, raw, converted)  # a failed conversion keeps the verified download for the next try
         raw.unlink(missing_ok=True)  # the converted file is all later calls read
     return converted
 
 
+def _local_weights_file(entry: WeightsEntry) -> Path:
+    """``file=`` entries: verified when they carry a sha256; ``.safetensors`` files used in place, others
+    converted once per content (the cache key holds the file's SHA-256, so edits and new files count)."""
+    raw = Path(entry.file)
+    if not raw.is_file():
+        raise FileNotFoundError(f"the weights file of {entry.name!r} does not exist: {raw}")
+    content = _sha256(raw) if entry.sha256 or entry.fmt != "safetensors" else None
+    if entry.sha256:
+        try:
+            _verify(entry, content, f"the file {raw}")
+        except ValueError as exc:
+            raise ValueError(f"{exc}; the file is left as it is: fix it or the entry's sha256=") from None
+    if entry.fmt == "safetensors":
+        _check_arch(entry, raw)
+        return raw
+    converted, cached = _cached(entry, content)
+    if not cached:
+        with _lock(converted.name):
+            if not converted.is_file():
+                _convert_to(entry, raw, converted)
+    return converted
+
+
+def availability(name: str) -> str:
+    """Where the weights ``name`` come from now: ``"shipped"`` (in the package), ``"local file"`` (a ``file=``
+    entry), ``"cached"`` (converted before: offline) or ``"download"`` (the next load needs the network)."""
+    return _availability(get_weights(name))
+
+
+def _availability(entry: WeightsEntry) -> str:
+    if entry.file is not None:
+        return "shipped" if _is_shipped(entry) else "local file"
+    return "cached" if _cached(entry)[1] else "download"
+
+
 def is_cached(name: str) -> bool:
     """True when ``load_pretrained(name)`` needs no network (shipped, local file, or already converted)."""
-    entry = get_weights(name)
-    if entry.file is not None:
-        return True
-    tag = f"-{entry.expected_hash[:10]}" if entry.expected_hash else ""
-    return (cache_dir() / "weights" / f"{entry.name}{tag}.safetensors").is_file()
+    return availability(name) != "download"
 
 
 def load_pretrained(name: str, progress: bool = True, device: str | torch.device | None = None) -> nn.Module:
@@ -410,14 +624,16 @@ def load_pretrained(name: str, progress: bool = True, device: str | torch.device
 
 
 def describe(entry: WeightsEntry) -> dict:
-    """A JSON-friendly summary of ``entry`` (``alignnet models --pretrained``)."""
+    """A JSON-friendly summary of ``entry`` (``alignnet models --pretrained``); ``status`` is
+    :func:`availability`."""
     return {
         "name": entry.name,
         "arch": entry.arch,
         "arch_args": entry.arch_args,
         "dataset": entry.dataset,
         "accuracy": entry.accuracy,
-        "source": "shipped" if entry.file else entry.resolved_url,
+        "source": "shipped" if _is_shipped(entry) else entry.file or entry.resolved_url,
+        "status": _availability(entry),
         "default": entry.default,
         "paper": entry.paper,
     }
@@ -435,18 +651,20 @@ _SHIPPED = [
     ("fmnist_bcosified", "fmnist_bcosified.safetensors", "bcosify(plain_cnn_9l)", {"width": 0.25}, 89.00),
 ]
 for _name, _file, _arch, _args, _acc in _SHIPPED:
-    _ENTRIES[_name] = WeightsEntry(
-        name=_name,
-        arch=_arch,
-        arch_args=_args,
-        classes="fashion_mnist",
-        file=_file,
-        fmt="safetensors",
-        input_spec=_FMNIST_SPEC,
-        accuracy=_acc,
-        dataset="Fashion-MNIST",
-        paper="alignnet, trained with the fmnist presets (docs/training.md)",
-        default=False,
+    _add(
+        WeightsEntry(
+            name=_name,
+            arch=_arch,
+            arch_args=_args,
+            classes="fashion_mnist",
+            file=_file,
+            fmt="safetensors",
+            input_spec=_FMNIST_SPEC,
+            accuracy=_acc,
+            dataset="Fashion-MNIST",
+            paper="alignnet, trained with the fmnist presets (docs/training.md)",
+            default=False,
+        )
     )
 
 # The official B-cos v2 release (the ``bcos`` package's ``bcos/models/pretrained.py``): weights name,
@@ -492,18 +710,20 @@ _OFFICIAL = [
 _LONG_SPEC = InputSpec(size=(224, 224), resize=232)
 _seen_arch: set[str] = set()
 for _name, _file, _arch, _acc in _OFFICIAL:
-    _ENTRIES[_name] = WeightsEntry(
-        input_spec=_LONG_SPEC if _name.endswith("_long") else None,
-        name=_name,
-        arch=_arch,
-        classes="imagenet",
-        url=f"{OFFICIAL_BASE_URL}/{_file}",
-        fmt="bcos",
-        accuracy=_acc,
-        dataset="ImageNet",
-        paper=PAPER_BCOS_V2,
-        default=_arch not in _seen_arch,
-        official=True,
+    _add(
+        WeightsEntry(
+            input_spec=_LONG_SPEC if _name.endswith("_long") else None,
+            name=_name,
+            arch=_arch,
+            classes="imagenet",
+            url=f"{OFFICIAL_BASE_URL}/{_file}",
+            fmt="bcos",
+            accuracy=_acc,
+            dataset="ImageNet",
+            paper=PAPER_BCOS_V2,
+            default=_arch not in _seen_arch,
+            official=True,
+        )
     )
     _seen_arch.add(_arch)
 del _name, _file, _arch, _acc, _args, _seen_arch

@@ -36,7 +36,7 @@ def model_table(pattern: str = "*", num_classes: int | None = None) -> list[tupl
 
 
 def _pretrained(pattern: str) -> int:
-    from ..pretrained import cache_dir, get_weights, list_pretrained
+    from ..pretrained import availability, cache_dir, get_weights, list_pretrained
 
     names = list_pretrained(pattern)
     if not names:
@@ -45,9 +45,7 @@ def _pretrained(pattern: str) -> int:
     for n in names:
         e = get_weights(n)
         acc = f"{e.accuracy:.2f}%" if e.accuracy is not None else "-"
-        cached = (cache_dir() / "weights").glob(f"{n}-*.safetensors") if e.file is None else ()
-        where = "shipped" if e.file else ("cached" if any(cached) else "download")
-        table.append((n, e.arch + ("*" if e.default else ""), e.dataset, acc, where))
+        table.append((n, e.arch + ("*" if e.default else ""), e.dataset, acc, availability(n)))
     widths = [max(len(r[i]) for r in table) for i in range(5)]
     for r in table:
         print("  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=True)).rstrip())
