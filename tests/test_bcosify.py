@@ -256,6 +256,21 @@ def test_unknown_modules_are_named():
         bcosify(Custom(), trust=(Custom,))
 
 
+def test_non_global_pooling_is_refused_naming_the_module():
+    # AdaptiveAvgPool2d(2) keeps a 2x2 map for the classifier: moving the classifier before a global mean
+    # would be another function (and its first forward failed on the classifier's 4x wider input)
+    seq = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 4))
+    with pytest.raises(ValueError, match=r"'2' \(AdaptiveAvgPool2d\(output_size=2\)\) is not global"):
+        bcosify(seq)
+    resnet = torchvision.models.resnet18(num_classes=3)
+    resnet.avgpool, resnet.fc = nn.AdaptiveAvgPool2d((2, 1)), nn.Linear(1024, 3)
+    with pytest.raises(ValueError, match=r"'avgpool' .* is not global"):
+        bcosify(resnet)
+    seq[2] = nn.AdaptiveAvgPool2d((1, 1))
+    seq[4] = nn.Linear(8, 4)
+    _explain_exact(bcosify(seq), 8)  # global pooling given as (1, 1) is accepted
+
+
 def test_b_schedule():
     net = bcosify(create_model("plain_cnn_9l", width=0.25), b=2.0, b_warmup_epochs=2.0)
     assert [net.b_at(e) for e in (0, 1, 2, 5)] == [1.0, 1.5, 2.0, 2.0]

@@ -195,9 +195,20 @@ def _check_modules(model: nn.Module, trust: Sequence[type]) -> None:
         )
 
 
+def _require_global_pool(pool: nn.Module, name: str) -> None:
+    """The recipe replaces the source's final pooling by the mean over every position after the classifier:
+    that is the same function only for *global* average pooling (``AdaptiveAvgPool2d(1)``)."""
+    if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size not in (1, (1, 1)):
+        raise ValueError(
+            f"module {name!r} ({pool}) is not global average pooling: B-cosification moves the classifier "
+            "before a global average pool, so only AdaptiveAvgPool2d(1) can be the final pooling"
+        )
+
+
 def _split_sequential(model: nn.Sequential) -> tuple[nn.Module, nn.Module]:
     """``[..., pool, flatten, Linear]`` or ``[..., 1x1 Conv2d, pool(, flatten)]`` -> (body, classifier)."""
-    mods = list(model.children())
+    named = list(model.named_children())
+    mods = [m for _, m in named]
     pools = (nn.AdaptiveAvgPool2d, GlobalAvgPool2d)
     while mods and isinstance(mods[-1], nn.Flatten | nn.Identity | nn.Dropout):
         mods.pop()
@@ -206,8 +217,10 @@ def _split_sequential(model: nn.Sequential) -> tuple[nn.Module, nn.Module]:
         while rest and isinstance(rest[-1], nn.Flatten | nn.Identity | nn.Dropout):
             rest.pop()
         if rest and isinstance(rest[-1], pools):
+            _require_global_pool(rest[-1], named[len(rest) - 1][0])
             return nn.Sequential(*rest[:-1]), mods[-1]
     if len(mods) >= 2 and isinstance(mods[-1], pools) and isinstance(mods[-2], nn.Conv2d):
+        _require_global_pool(mods[-1], named[len(mods) - 1][0])
         return nn.Sequential(*mods[:-2]), mods[-2]
     raise ValueError(
         "cannot find the classifier of this nn.Sequential: it must end with global average pooling, "
@@ -219,6 +232,7 @@ def _split(model: nn.Module) -> tuple[nn.Module, nn.Module, str]:
     """(body, classifier, "maps" | "tokens") of a copy of a supported model."""
     name = type(model).__name__
     if name == "ResNet":
+        _require_global_pool(model.avgpool, "avgpool")
         keep = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
         return nn.Sequential(OrderedDict((k, getattr(model, k)) for k in keep)), model.fc, "maps"
     if name == "DenseNet":  # its forward applies F.relu after the features
@@ -234,6 +248,7 @@ def _split(model: nn.Module) -> tuple[nn.Module, nn.Module, str]:
         last = model.classifier[-1]
         return body, last, "maps"
     if name == "ConvNeXt":  # head: LayerNorm2d, Flatten, Linear; the norm moves before pooling
+        _require_global_pool(model.avgpool, "avgpool")
         norm, _, linear = model.classifier
         return nn.Sequential(OrderedDict(features=model.features, norm=norm)), linear, "maps"
     if name == "VisionTransformer":
