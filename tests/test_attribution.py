@@ -140,6 +140,29 @@ def test_lime_gives_the_blob_the_largest_weight():
         assert a[i, r, q] == a[i].max() > 0
 
 
+def test_lime_leaves_the_global_random_state_and_is_deterministic_per_seed():
+    pytest.importorskip("skimage")
+    import numpy as np
+
+    model = tiny_bcos().double().eval()
+    x, y = blob_images(per_class=1)
+    x, y = x[:2].double(), y[:2]
+    torch.manual_seed(123)
+    np.random.seed(5)
+    torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state()
+    first = get_attributor("lime", model, n_samples=40, num_features=None).attribute(x, y)
+    assert torch.equal(torch.random.get_rng_state(), torch_state)  # LIME reseeded the global generator
+    assert np.array_equal(np.random.get_state()[1], numpy_state[1]) and np.random.get_state()[2] == numpy_state[2]
+    torch.manual_seed(7)  # another global state: the same maps for the same seed
+    again = get_attributor("lime", model, n_samples=40, num_features=None).attribute(x, y)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    other = get_attributor("lime", model, n_samples=40, num_features=None, seed=1).attribute(x, y)
+    assert (other - first).abs().max() > 1e-3 * first.abs().max()  # the seed does choose the samples
+    # image i uses seed + i: alone or in a batch, its map is the same
+    alone = get_attributor("lime", model, n_samples=40, num_features=None).attribute(x[:1], y[:1])
+    torch.testing.assert_close(alone, first[:1], rtol=0, atol=0)
+
+
 def test_gradcam_uses_the_last_spatial_map(zoo):
     x = torch.rand(1, 3, 32, 32)
     assert last_spatial_layer(zoo["coda_cifar10_9l"], x) == "features.8"

@@ -8,7 +8,8 @@ logit on the kept/removed indicators is fitted, with LIME's exponential kernel o
 the cosine distance. The attribution of a pixel is the coefficient of its superpixel; only the
 ``num_features`` (5) superpixels with the largest coefficients keep theirs, the others are 0
 (``num_features=None`` keeps all). The 500 samples of one image are evaluated in batched forward
-passes; images are handled one after the other, as LIME fits one model per image.
+passes; images are handled one after the other, as LIME fits one model per image. The samples of image ``i``
+come from a local generator seeded with ``seed + i``: the caller's random state is left as it was.
 
 Needs ``scikit-image`` and ``scikit-learn`` (``pip install 'alignnet[lime]'``).
 """
@@ -79,14 +80,30 @@ class LimeAttributor(Attributor):
         except ImportError as exc:  # pragma: no cover
             raise ImportError("the lime method needs captum and scikit-learn: pip install 'alignnet[lime]'") from exc
 
+        class Ridge(SkLearnRidge):
+            def fit(self, train_data, **kwargs):
+                # captum's fit draws from torch's global generator without using the draws (the DataLoader's
+                # base seed, the random init of the nn.Linear that then receives the ridge coefficients):
+                # the caller's random state is put back
+                with torch.random.fork_rng(devices=[]):
+                    return super().fit(train_data, **kwargs)
+
+        generator = torch.Generator()
+
+        def perturb(_inputs: Tensor, num_interp_features: int, **_kwargs) -> Tensor:
+            """captum's default sampling (each superpixel kept with probability 1/2), from ``generator``."""
+            keep = torch.bernoulli(torch.full((1, num_interp_features), 0.5), generator=generator)
+            return keep.to(_inputs.device).long()
+
         lime = Lime(
             self.encoded,
-            interpretable_model=SkLearnRidge(alpha=1.0),
+            interpretable_model=Ridge(alpha=1.0),
             similarity_func=get_exp_kernel_similarity_function("cosine", kernel_width=0.25),
+            perturb_func=perturb,
         )
         maps = []
         for i in range(images.shape[0]):
-            torch.manual_seed(self.seed + i)  # captum draws the samples from torch's global generator
+            generator.manual_seed(self.seed + i)  # image i's samples: the same whatever the batch around it
             segments = quickshift_segments(images[i], kernel_size=self.kernel_size).to(images.device)
             x = self.encoded.encode(images[i : i + 1])
             mask = segments[None, None].expand_as(x)
