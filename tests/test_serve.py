@@ -6,6 +6,7 @@ import base64
 import io
 import re
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -336,3 +337,143 @@ def test_cli_defaults_bind_localhost():
         ["serve", "--model", "a.safetensors", "--model", "b", "--host", "0.0.0.0"]
     )
     assert args.model == ["a.safetensors", "b"] and args.host == "0.0.0.0"
+
+
+# --- hostile uploads and load limits (issue 21) ------------------------------------------------------------
+
+
+def _png_1bit(width: int, height: int) -> bytes:
+    """A valid all-black 1-bit PNG of any size, written row by row (a decompression bomb when large)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = b"\0" * (1 + (width + 7) // 8)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_absurd_shapes_and_bombs_are_refused_before_decoding(client, monkeypatch):
+    import alignnet.serve.backend as backend
+
+    def never(*_a, **_k):
+        raise AssertionError("the upload was decoded")
+
+    monkeypatch.setattr(backend, "decode_image", never)
+    for size in [(200_000, 2), (2, 200_000)]:
+        for route in ("/api/explain", "/api/attribute?methods=grad"):
+            r = client.post(route, content=_png_1bit(*size), headers={"content-type": "image/png"})
+            assert r.status_code == 413, r.text
+            detail = r.json()["detail"]
+            assert (
+                f"{size[0]}x{size[1]} pixels" in detail and "aspect ratio 100000:1 is over the limit of 100:1" in detail
+            )
+    r = client.post("/api/explain", content=_png_1bit(8000, 6000))
+    assert r.status_code == 413 and "8000x6000 pixels; the limit is 40 megapixels" in r.json()["detail"]
+    # Pillow's bomb error (above 179 MP), and its warning band (89-179 MP) caught by our 40 MP limit
+    for size, message in [
+        ((20_000, 10_000), "too large to decode safely: Image size (200000000 pixels) exceeds limit"),
+        ((10_000, 9_500), "10000x9500 pixels; the limit is 40 megapixels"),
+    ]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            r = client.post("/api/explain", content=_png_1bit(*size))
+        assert r.status_code == 413 and message in r.json()["detail"], r.text
+    assert client.get("/api/health").json() == {"status": "ok"}
+
+
+def test_strip_within_limits_is_explained(client):
+    r = client.post("/api/explain", content=_png_1bit(2000, 20))  # 100:1, the limit: accepted
+    assert r.status_code == 200, r.text
+    assert r.json()["preprocessing"]["original_size"] == [20, 2000]
+    r = client.post("/api/explain", content=_png_1bit(2020, 20))  # 101:1
+    assert r.status_code == 413 and "aspect ratio 101:1" in r.json()["detail"]
+
+
+def test_pixel_budget_bounds_pixels_in_flight_in_arrival_order():
+    from alignnet.serve.backend import PixelBudget
+
+    budget = PixelBudget(100)
+    peak, order, lock = [0], [], threading.Lock()
+
+    def work(name: str, pixels: int, started: threading.Event) -> None:
+        started.set()
+        with budget.hold(pixels):
+            with lock:
+                peak[0] = max(peak[0], budget.used)
+                order.append(name)
+
+    with budget.hold(60):  # 60 of 100 held: 50 must wait, and so must 10 that arrives after it
+        threads = []
+        for name, pixels in [("fifty", 50), ("ten", 10), ("huge", 10**9)]:
+            started = threading.Event()
+            threads.append(threading.Thread(target=work, args=(name, pixels, started)))
+            threads[-1].start()
+            started.wait()
+            time.sleep(0.05)  # it is waiting in hold() now
+        assert order == [] and budget.used == 60
+    for t in threads:
+        t.join(10)
+    assert order == ["fifty", "ten", "huge"]  # first come, first served; huge ran alone (held all 100)
+    assert peak[0] <= 100 and budget.used == 0
+    with pytest.raises(ValueError, match="pixel budget must be >= 1"):
+        PixelBudget(0)
+
+
+def test_busy_server_answers_429_and_recovers(models):
+    app = create_app(models, methods=METHODS, max_pending=1)
+    limits = app.state.limits
+    upload = _png(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8))
+    results: dict = {}
+    with TestClient(app) as c:
+        with limits.budget.hold(limits.budget.total):  # the first upload waits for pixels, still pending
+            first = threading.Thread(target=lambda: results.setdefault("first", c.post("/api/explain", content=upload)))
+            first.start()
+            for _ in range(500):
+                if limits.pending == 1:
+                    break
+                threading.Event().wait(0.01)
+            assert limits.pending == 1
+            busy = c.post("/api/explain", content=upload)
+            assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+            assert "the server is busy (1 requests in progress, the limit is 1); retry" in busy.json()["detail"]
+            assert c.post("/api/explain?example=3").status_code == 429  # examples are computed too
+            assert c.get("/api/health").status_code == 200  # cheap routes are not limited
+        first.join(30)
+        assert results["first"].status_code == 200
+        assert limits.pending == 0 and limits.refused == 2 and limits.budget.used == 0
+        assert c.post("/api/explain", content=upload).status_code == 200
+        info = c.get("/api/info").json()
+        assert info["max_pending"] == 1 and info["max_pixels"] == 40_000_000
+
+
+def test_banded_decoding_gives_the_same_tensor_as_pil_to_tensor(monkeypatch):
+    """decode_image converts large images band by band (bounded temporaries): the numbers must not change."""
+    import alignnet.serve.backend as backend
+    from alignnet.data import pil_to_tensor
+
+    monkeypatch.setattr(backend, "BAND_PIXELS", 64)  # bands of 2 rows of 37 pixels (the last one shorter)
+    rng = np.random.default_rng(0)
+    rgba = Image.fromarray(rng.integers(0, 256, (23, 37, 4), dtype=np.uint8))
+    palette = rgba.convert("RGB").quantize(16)
+    palette.info["transparency"] = 3
+    images = [rgba.convert(mode) for mode in ("1", "L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "PA")] + [palette]
+    images.append(Image.fromarray(rng.integers(0, 65536, (23, 37), dtype=np.uint16)))  # I;16
+    images.append(Image.fromarray(rng.random((23, 37), dtype=np.float32) * 300))  # F: scaled by the whole image
+    for im in images:
+        expected = pil_to_tensor(im)
+        got = backend._to_tensor(im)
+        assert got.shape == (3, 23, 37) and torch.equal(got, expected), im.mode
+    # 32-bit images are converted at once (about 40 bytes a pixel): a quarter of the pixel limit
+    buf = io.BytesIO()
+    Image.new("I", (4000, 3000)).save(buf, format="TIFF", compression="tiff_deflate")
+    with pytest.raises(ValueError, match="4000x3000 pixels of 32-bit values; the limit for those is 10 megapixels"):
+        decode_image(buf.getvalue())
+    buf = io.BytesIO()
+    Image.new("I", (2000, 1250), 40000).save(buf, format="TIFF", compression="tiff_deflate")  # 2.5 MP: accepted
+    x = decode_image(buf.getvalue())
+    assert x.shape == (3, 1250, 2000) and float(x.min()) == float(x.max()) == pytest.approx(40000 / 65535)

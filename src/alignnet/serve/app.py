@@ -16,11 +16,18 @@ predicted class), ``example`` (an embedded test image instead of an upload) and,
 (``curl --data-binary @photo.jpg``), not a multipart form: the body is read in memory with the
 size limit enforced while it streams in, so an upload is never written to disk (Starlette spools
 multipart files over 1 MB to temporary files).
+
+Load limits: at most ``max_pending`` explain/attribute requests are computed or waiting at once; more get
+``429`` with ``Retry-After: 1`` ("busy, retry") and their body is read and dropped, never kept. Uploads are
+decoded in the thread pool while holding their pixel count from one :class:`~alignnet.serve.backend.PixelBudget`
+(decodes in progress hold at most ``max_pixels`` pixels together), and explanations wait for a free model
+copy. Every refusal is a 4xx JSON ``{"detail": "..."}`` saying why.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import torch
@@ -33,17 +40,20 @@ from .._version import __version__
 from .backend import (
     DEFAULT_METHODS,
     MAX_METHODS,
+    MAX_PENDING,
+    MAX_PIXELS,
     MAX_UPLOAD_BYTES,
+    PixelBudget,
     ServedModel,
     UploadError,
     attribute_methods,
-    decode_image,
     explain_image,
+    load_upload,
     png_bytes,
     prepare_image,
 )
 
-__all__ = ["STATIC_DIR", "create_app"]
+__all__ = ["STATIC_DIR", "Limits", "create_app"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 EXAMPLES_PER_CLASS = 2
@@ -68,10 +78,25 @@ class _Examples:
         return self._data
 
 
+class Limits:
+    """The app's load limits and counters (``app.state.limits``)."""
+
+    def __init__(self, max_pending: int, max_pixels: int) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self.max_pending = max_pending
+        self.max_pixels = max_pixels
+        self.budget = PixelBudget(max_pixels)
+        self.pending = 0  # only touched on the event loop's thread: no lock needed
+        self.refused = 0
+
+
 def create_app(
     models: Sequence[ServedModel],
     methods: Sequence[str] | None = None,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_pending: int = MAX_PENDING,
+    max_pixels: int = MAX_PIXELS,
 ) -> FastAPI:
     """Build the app serving ``models`` (see :func:`alignnet.serve.backend.build_models`).
 
@@ -83,6 +108,10 @@ def create_app(
         Post-hoc methods offered on the page (default: every registered one except ``ours``).
     max_upload_bytes:
         Largest accepted upload.
+    max_pending:
+        Explain/attribute requests computed or waiting at once; more are answered 429 (busy, retry).
+    max_pixels:
+        Largest image decoded, and the pixels that the decodes in progress may hold together.
     """
     if not models:
         raise ValueError("the explorer needs at least one model")
@@ -93,12 +122,15 @@ def create_app(
         methods = [m for m in list_attributors() if m != "ours"]
     methods = list(methods)
     examples = _Examples()
+    limits = Limits(max_pending, max_pixels)
     app = FastAPI(title="alignnet explorer", version=__version__, docs_url="/api/docs", redoc_url=None)
+    app.state.limits = limits
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(UploadError)
     async def _upload_error(_request: Request, exc: UploadError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        headers = {"Retry-After": "1"} if exc.status == 429 else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -117,6 +149,8 @@ def create_app(
             "default_methods": [m for m in DEFAULT_METHODS if m in methods][:MAX_METHODS],
             "max_methods": MAX_METHODS,
             "max_upload_bytes": max_upload_bytes,
+            "max_pixels": max_pixels,
+            "max_pending": max_pending,
         }
 
     @app.get("/api/examples")
@@ -159,6 +193,29 @@ def create_app(
             chunks.append(chunk)
         return b"".join(chunks)
 
+    @asynccontextmanager
+    async def _admitted(request: Request) -> AsyncIterator[None]:
+        """Count the request as pending, or answer 429 if ``max_pending`` already are."""
+        if limits.pending >= limits.max_pending:
+            limits.refused += 1
+            # read the body to its end without keeping it: answering before it is read would close the
+            # connection under a client that is still sending (a reset instead of the 429)
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_upload_bytes:
+                    break
+            raise UploadError(
+                f"the server is busy ({limits.pending} requests in progress, the limit is {limits.max_pending}); "
+                "retry in a moment",
+                429,
+            )
+        limits.pending += 1
+        try:
+            yield
+        finally:
+            limits.pending -= 1
+
     async def _input(request: Request, served: ServedModel, example: int | None) -> tuple[torch.Tensor, dict]:
         body = await _read_body(request)
         if example is not None:
@@ -168,18 +225,19 @@ def create_app(
             x = _example(example)
             if tuple(x.shape[1:]) == served.size:
                 return x, {"example": example}
-            x, notes = prepare_image(x, served)
+            x, notes = await run_in_threadpool(prepare_image, x, served)
             return x, {"example": example, **notes}
-        image = await run_in_threadpool(decode_image, body, max_upload_bytes)
-        return prepare_image(image, served)
+        # decoding and preparing in the thread pool (never on the event loop), under the pixel budget
+        return await run_in_threadpool(load_upload, body, served, limits.budget, max_upload_bytes, max_pixels)
 
     @app.post("/api/explain")
     async def explain_route(
         request: Request, model: str | None = None, target: int | None = None, example: int | None = None
     ) -> dict:
         served = _model(model)
-        x, notes = await _input(request, served, example)
-        result = await run_in_threadpool(explain_image, served, x, target)
+        async with _admitted(request):
+            x, notes = await _input(request, served, example)
+            result = await run_in_threadpool(explain_image, served, x, target)
         return {**result, "preprocessing": notes}
 
     @app.post("/api/attribute")
@@ -197,8 +255,9 @@ def create_app(
         unknown = [m for m in names if m not in offered]
         if unknown:
             raise UploadError(f"unknown method(s) {', '.join(unknown)}; offered: {', '.join(offered)}")
-        x, notes = await _input(request, served, example)
-        result = await run_in_threadpool(attribute_methods, served, x, target, names)
+        async with _admitted(request):
+            x, _notes = await _input(request, served, example)
+            result = await run_in_threadpool(attribute_methods, served, x, target, names)
         return {"model": served.id, **result}
 
     offered = set(methods)

@@ -10,6 +10,12 @@ Everything here is plain Python/torch so it can be tested and benchmarked withou
 - :func:`decode_image` turns untrusted upload bytes into a ``(3, H, W)`` tensor: a fixed list of
   Pillow decoders, a pixel-count limit checked *before* decoding (decompression bombs), and no
   file is ever written.
+- :func:`load_upload` is what the server runs per upload: the image's size is read from its header and
+  checked against :data:`MAX_PIXELS` and the preparation limits (:func:`alignnet.data.prepare.check_fit`:
+  a 200000x2 strip is refused before it is decoded), then it is decoded and prepared while holding its
+  pixel count from a :class:`PixelBudget`, so the decodes in progress together hold at most
+  :data:`MAX_PIXELS` pixels (about 30 bytes each at the peak of decoding and conversion to float: 1.2 GB)
+  however many users upload at once. Explanations are bounded by the model copies (:class:`ServedModel`).
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import base64
 import io
 import os
 import queue
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,14 +36,17 @@ import torch
 from torch import Tensor, nn
 
 from ..data import fit_to_model, input_spec_of
+from ..data.prepare import ImageTooLargeError, check_fit
 
 __all__ = [
     "ALLOWED_FORMATS",
     "DEFAULT_METHODS",
     "MAX_METHODS",
+    "MAX_PENDING",
     "MAX_PIXELS",
     "MAX_UPLOAD_BYTES",
     "DEFAULT_MODELS",
+    "PixelBudget",
     "ServedModel",
     "UploadError",
     "attribute_methods",
@@ -44,6 +54,8 @@ __all__ = [
     "decode_image",
     "default_replicas",
     "explain_image",
+    "image_size",
+    "load_upload",
     "png_bytes",
     "png_data_url",
     "prepare_image",
@@ -52,6 +64,9 @@ __all__ = [
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # 10 MB
 MAX_PIXELS = 40_000_000  # refuse to decode larger images (a 10 MB PNG can hold gigapixels)
+# requests computed or waiting at once; more get 429 "busy, retry" (below the 40 threads of the
+# server's thread pool, which the waiting ones occupy)
+MAX_PENDING = 32
 # Pillow decoders we accept; anything else (PDF, EPS with Ghostscript, ...) is never tried.
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
 DEFAULT_METHODS = ("gradcam", "intgrad", "occlusion9")
@@ -65,6 +80,41 @@ class UploadError(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class PixelBudget:
+    """At most ``total`` decoded pixels held at once, handed out first come, first served.
+
+    :meth:`hold` waits while earlier holders leave too few pixels; an image larger than ``total`` waits
+    for everything before it to finish, then runs alone. Strict arrival order keeps a large image from
+    being overtaken forever by small ones.
+    """
+
+    def __init__(self, total: int = MAX_PIXELS) -> None:
+        if total < 1:
+            raise ValueError(f"the pixel budget must be >= 1, got {total}")
+        self.total = int(total)
+        self.used = 0
+        self._cond = threading.Condition()
+        self._next = 0  # next ticket to hand out
+        self._turn = 0  # ticket allowed to take its pixels now
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        pixels = max(1, min(int(pixels), self.total))
+        with self._cond:
+            ticket, self._next = self._next, self._next + 1
+            while ticket != self._turn or self.used + pixels > self.total:
+                self._cond.wait()
+            self.used += pixels
+            self._turn += 1
+            self._cond.notify_all()  # the next ticket may fit too
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= pixels
+                self._cond.notify_all()
 
 
 @dataclass
@@ -205,44 +255,135 @@ def build_models(specs: Sequence[str] = (), replicas: int = 1, progress: bool = 
     return served
 
 
-def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> Tensor:
-    """Decode upload bytes as an image: float32 ``(3, H, W)`` in [0, 1].
-
-    Raises :class:`UploadError` (status 400 / 413 / 415) with a message for the page.
-    """
+@contextmanager
+def _upload_errors() -> Iterator[None]:
+    """Pillow's and the preparation's errors on untrusted bytes -> :class:`UploadError` with a status."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..data import pil_to_tensor
+    try:
+        yield
+    except UploadError:
+        raise
+    except ImageTooLargeError as exc:
+        raise UploadError(str(exc), 413) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UploadError(f"the image is too large to decode safely: {exc}", 413) from None
+    except MemoryError:
+        raise UploadError("the image is too large to decode", 413) from None
+    except UnidentifiedImageError:
+        raise UploadError(
+            f"this file is not an image we can read (accepted: {', '.join(ALLOWED_FORMATS)})", 415
+        ) from None
+    except Exception as exc:  # noqa: BLE001
+        # Pillow's decoders fail on hostile bytes with many exception types (OSError, SyntaxError,
+        # struct.error, IndexError, ZeroDivisionError, ...): any of them means the file is damaged, and the
+        # answer must be a 4xx, not a 500
+        raise UploadError(f"the image file is damaged or truncated ({type(exc).__name__}: {exc})", 415) from None
 
+
+def _check_upload(data: bytes, max_bytes: int) -> None:
     if not data:
         raise UploadError("the upload is empty: choose an image file or one of the examples")
     if len(data) > max_bytes:
         raise UploadError(f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB", 413)
-    try:
-        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise UploadError(f"the image is {w}x{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels", 413)
-            im.seek(0)  # first frame of animations
-            im.load()
-            return pil_to_tensor(im)
-    except UploadError:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        if isinstance(exc, Image.DecompressionBombError):
-            raise UploadError(f"the image is too large to decode safely: {exc}", 413) from None
-        raise UploadError(
-            f"this file is not an image we can read (accepted: {', '.join(ALLOWED_FORMATS)})", 415
-        ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise UploadError(f"the image file is damaged or truncated ({exc})", 415) from None
+
+
+def _open(data: bytes, max_pixels: int):
+    """The image's header (nothing decoded yet), refused if it has more than ``max_pixels`` pixels."""
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    w, h = im.size
+    if w * h > max_pixels:
+        im.close()
+        raise UploadError(f"the image is {w}x{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels", 413)
+    return im
+
+
+def image_size(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """``(width, height)`` of upload bytes from the image's header, without decoding it.
+
+    Raises :class:`UploadError` like :func:`decode_image`.
+    """
+    _check_upload(data, max_bytes)
+    with _upload_errors(), _open(data, max_pixels) as im:
+        return im.size
+
+
+# rows converted to float at a time by _to_tensor (about 1 megapixel: ~30 MB of temporaries)
+BAND_PIXELS = 2**20
+
+
+def _to_tensor(im) -> Tensor:
+    """:func:`alignnet.data.pil_to_tensor` of a decoded image, band of rows by band of rows.
+
+    The same numbers (every conversion it makes is per pixel), but converting a whole 40-megapixel
+    image at once holds about 1.3 GB of temporaries (uint8 copies, the float image divided by 255 into a
+    second float image, alpha compositing); by bands only the output (12 bytes a pixel) and one band's
+    temporaries. Modes ``I`` and ``F`` are scaled by the whole image's maximum, so they are converted at once.
+    """
+    from ..data import pil_to_tensor
+
+    width, height = im.size
+    if im.mode in ("I", "F") or width * height <= BAND_PIXELS:
+        return pil_to_tensor(im)
+    out = torch.empty(3, height, width)
+    rows = max(1, BAND_PIXELS // width)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        out[:, top:bottom] = pil_to_tensor(im.crop((0, top, width, bottom)))
+    return out
+
+
+def decode_image(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> Tensor:
+    """Decode upload bytes as an image: float32 ``(3, H, W)`` in [0, 1].
+
+    Raises :class:`UploadError` (status 400 / 413 / 415) with a message for the page. Images in the 32-bit
+    modes ``I`` and ``F`` (converted at once, about 40 bytes a pixel) may have a quarter of ``max_pixels``.
+    """
+    _check_upload(data, max_bytes)
+    with _upload_errors(), _open(data, max_pixels) as im:
+        w, h = im.size
+        if im.mode in ("I", "F") and 4 * w * h > max_pixels:
+            raise UploadError(
+                f"the image is {w}x{h} pixels of 32-bit values; the limit for those is "
+                f"{max_pixels / 4e6:.0f} megapixels",
+                413,
+            )
+        im.seek(0)  # first frame of animations
+        im.load()
+        return _to_tensor(im)
+
+
+def load_upload(
+    data: bytes,
+    served: ServedModel,
+    budget: PixelBudget | None = None,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[Tensor, dict]:
+    """Upload bytes -> ``served``'s input and the preparation notes (:func:`decode_image` + :func:`prepare_image`).
+
+    The size from the header is checked against ``max_pixels`` and the preparation limits before anything
+    is decoded; decoding and preparation then hold the image's pixel count from ``budget`` (if given), so
+    the full-size image exists only while its pixels are held. Raises :class:`UploadError`.
+    """
+    width, height = image_size(data, max_bytes, max_pixels)
+    with _upload_errors():
+        check_fit(height, width, input_spec_of(served.model), "crop")
+    with budget.hold(width * height) if budget is not None else nullcontext():
+        image = decode_image(data, max_bytes, max_pixels)
+        return prepare_image(image, served)
 
 
 def prepare_image(image: Tensor, served: ServedModel) -> tuple[Tensor, dict]:
     """Convert a decoded ``(3, H, W)`` upload to ``served``'s input with :func:`alignnet.data.fit_to_model`
     (the same preparation as ``alignnet explain``). Returns the input and what was done (shown on the page)."""
     notes: dict = {}
-    x = fit_to_model(served.model, image, "crop", notes=notes)
+    try:
+        x = fit_to_model(served.model, image, "crop", notes=notes)
+    except ImageTooLargeError as exc:  # e.g. a 200000x2 strip: its aspect ratio, with the limit
+        raise UploadError(str(exc), 413) from None
     return x, notes
 
 
