@@ -20,7 +20,16 @@ from .datasets import (
     read_fashion_mnist,
     read_idx,
 )
-from .prepare import RESIZE_POLICIES, fit_to_model, fit_to_spec, input_spec_of
+from .prepare import (
+    MAX_ASPECT_RATIO,
+    MAX_PREPARED_PIXELS,
+    RESIZE_POLICIES,
+    ImageTooLargeError,
+    check_fit,
+    fit_to_model,
+    fit_to_spec,
+    input_spec_of,
+)
 from .transforms import (
     CorruptImageError,
     augment_32,
@@ -34,14 +43,18 @@ from .transforms import (
 __all__ = [
     "CIFAR10_CLASSES",
     "DEFAULT_FASHION_MNIST_DIR",
+    "MAX_ASPECT_RATIO",
+    "MAX_PREPARED_PIXELS",
     "RESIZE_POLICIES",
     "FASHION_MNIST_CLASSES",
     "ArrayImageDataset",
     "CIFAR10Dataset",
     "CorruptImageError",
+    "ImageTooLargeError",
     "SafeImageFolder",
     "augment_32",
     "cifar10",
+    "check_fit",
     "collate_skip_none",
     "eval_transform",
     "fashion_mnist",
