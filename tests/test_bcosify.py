@@ -302,6 +302,37 @@ def test_save_load_torchvision(tmp_path):
     torch.testing.assert_close(loaded(x), net.eval()(x))
 
 
+def test_save_refuses_a_torchvision_source_no_builder_makes_exactly(tmp_path):
+    # built on the meta device: only the architecture matters here. A 6-head ViT-B has exactly the tensor
+    # shapes of vit_b_16 (12 heads); matching builders by shapes saved it as vit_b_16 and the reload
+    # silently computed another function
+    def vit(**kwargs):
+        with torch.device("meta"):
+            return bcosify(torchvision.models.VisionTransformer(32, 16, 12, hidden_dim=768, mlp_dim=3072, **kwargs))
+
+    six = vit(num_heads=6, num_classes=2)
+    assert six.model_args["source"] is None
+    with pytest.raises(ValueError, match=r"vit_b_16 differs at encoder.layers.encoder_layer_0.num_heads: 6 here"):
+        alignnet.save_model(six, tmp_path / "six.safetensors")
+    assert not (tmp_path / "six.safetensors").exists()
+    # any other hyper-parameter a builder does not take from the model (here dropout) is refused too
+    assert "dropout" in vit(num_heads=12, num_classes=2, dropout=0.1).source_problem
+    twelve = vit(num_heads=12, num_classes=2)
+    assert twelve.model_args["source"] == {"name": "torchvision:vit_b_16", "args": {"num_classes": 2, "image_size": 32}}
+    assert twelve.source_problem is None
+
+
+def test_save_during_b_warmup_keeps_b(tmp_path):
+    torch.manual_seed(0)
+    net = bcosify(create_model("plain_cnn_9l", width=0.25), b=2.0, b_warmup_epochs=2.0)
+    net.set_b(net.b_at(0.5))  # what the trainer sets half an epoch into the warm-up
+    net = net.double().eval()
+    loaded = alignnet.load_model(alignnet.save_model(net, tmp_path / "warmup.safetensors"))
+    assert {m.b for m in loaded.bcos_layers()} == {1.25} and loaded.b_at(0.5) == 1.25
+    x = torch.rand(3, 3, 32, 32, dtype=torch.float64)
+    torch.testing.assert_close(loaded(x), net(x), rtol=1e-13, atol=1e-13)
+
+
 def test_save_refuses_unknown_source(tmp_path):
     with pytest.raises(ValueError, match="source architecture"):
         alignnet.save_model(bcosify(_sequential()), tmp_path / "s.safetensors")

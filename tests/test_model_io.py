@@ -107,6 +107,48 @@ def test_wrong_architecture_names_first_mismatch(saved, tmp_path):
         alignnet.load_model(path)
 
 
+def test_attributes_set_after_construction_are_saved(tmp_path):
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    model = create_model("bcos_cifar10_9l", width=0.25).double().eval()
+    model.features[3].b, model.logit_layer.temperature = 1.5, 4.0
+    path = alignnet.save_model(model, tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        recorded = json.loads(f.metadata()["alignnet.attributes"])
+    assert recorded == {"features.3": {"b": 1.5}, "logit_layer": {"temperature": 4.0}}  # only what differs
+    loaded = alignnet.load_model(path)
+    assert loaded.features[3].b == 1.5 and loaded.features[2].b == 2.0 and loaded.logit_layer.temperature == 4.0
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    torch.testing.assert_close(loaded(x), model(x), rtol=1e-13, atol=1e-13)  # float64 saved, float64 loaded
+
+
+def test_save_refuses_what_its_name_and_arguments_cannot_rebuild(tmp_path):
+    path = tmp_path / "m.safetensors"
+    model = create_model("bcos_cifar10_9l", width=0.25)
+    model.features[8] = torch.nn.Conv2d(64, 10, 1, bias=False)
+    with pytest.raises(ValueError, match=r"features.8: 'torch.nn.modules.conv.Conv2d' here, '.*BcosConv2d' when"):
+        alignnet.save_model(model, path)
+    model = create_model("bcos_cifar10_9l", width=0.25)
+    model.logit_layer.temperature = torch.tensor(2.0)  # not a value JSON keeps
+    with pytest.raises(ValueError, match=r"logit_layer.temperature: \('tensor', \(\), 'torch.float32'\) here, 1.0"):
+        alignnet.save_model(model, path)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "attributes", [{"logit_layer": {"forward": 1}}, {"logit_layer": {"_parameters": {}}}, {"nope": {"b": 1.0}}]
+)
+def test_load_sets_only_plain_attributes_of_existing_modules(saved, tmp_path, attributes):
+    model, _ = saved
+    path = tmp_path / "attrs.safetensors"
+    meta = {"alignnet.model": "coda_cifar10_9l", "alignnet.args": json.dumps({"width": 0.25, "temperature": 10.0}),
+            "alignnet.attributes": json.dumps(attributes)}  # fmt: skip
+    save_file(model.state_dict(), str(path), metadata=meta)
+    with pytest.raises(ValueError, match="unusable attributes"):
+        alignnet.load_model(path)
+
+
 def test_load_weights_reports_missing_and_unexpected():
     model = create_model("bcos_resnet20")
     state = dict(model.state_dict())

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import GlobalAvgPool2d
-from ..models.cifar import PlainCNN
 from ..layers._mode import non_detachable_modules
+from ..models.cifar import PlainCNN
 from ._layers import BcosifiedConv2d, BcosifiedLinear, InputEncoding, TokenPool
 from .steps import (
     classifier_to_conv,
@@ -102,14 +102,20 @@ class BcosifiedNetwork(nn.Module):
         self.b_target, self.b_warmup_epochs = 2.0, 0.0
         self.recipe: dict[str, Any] = {}  # bcosify's arguments; "source" is looked up on first use
         self._find_source: Any = None
+        self._source_problem: str | None = None
 
     @property
     def model_args(self) -> dict[str, Any]:
         """The conversion recipe (what :func:`alignnet.save_model` records): the source architecture
         (``{"name", "args"}``, or None when unknown) and ``bcosify``'s arguments."""
         if self.recipe.get("source") is None and self._find_source is not None:
-            self.recipe["source"], self._find_source = self._find_source(), None
+            (self.recipe["source"], self._source_problem), self._find_source = self._find_source(), None
         return self.recipe
+
+    @property
+    def source_problem(self) -> str | None:
+        """Why the source architecture is unknown (``model_args["source"]`` is None), else None."""
+        return self._source_problem if self.model_args.get("source") is None else None
 
     def forward(self, x: Tensor) -> Tensor:
         if self.takes_constant:
@@ -271,25 +277,38 @@ def _split(model: nn.Module) -> tuple[nn.Module, nn.Module, str]:
 
 
 def _source_finder(model: nn.Module):
-    """A function returning how to rebuild the source architecture with random weights (``{"name", "args"}``,
-    or None when unknown). Matching a torchvision model to its builder takes seconds, so it runs on first use."""
+    """A function returning how to rebuild the source architecture with random weights and, when that is
+    unknown, why: ``({"name", "args"} | None, reason | None)``.
+
+    A source that records its builder (``model_name``/``model_args``: :func:`alignnet.create_model`,
+    :func:`build_source`) is taken at its word. A torchvision model is matched to the builder that makes
+    exactly its configuration (every module's class, tensor shapes and hyper-parameters such as ``num_heads``,
+    ``eps`` or dropout; :func:`alignnet.models.io.module_configuration`), called with the classifier's number
+    of classes (and a ViT's image size); equal shapes alone are not enough (a 6-head ViT-B has the shapes of
+    ``vit_b_16``). Trying the builders takes seconds, so it runs on first use."""
+    from ..models.io import module_configuration
+
     name, args = getattr(model, "model_name", None), getattr(model, "model_args", None)
     if isinstance(name, str) and isinstance(args, dict):
         found = {"name": name, "args": dict(args)}
-        return lambda: found
-    prefixes = _TORCHVISION_PREFIXES.get(type(model).__name__)
-    if prefixes is None or not type(model).__module__.startswith("torchvision."):
-        return None
-    cls, shapes = type(model), [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+        return lambda: (found, None)
+    cls = type(model)
+    prefixes = _TORCHVISION_PREFIXES.get(cls.__name__)
+    if prefixes is None or not cls.__module__.startswith("torchvision."):
+        return lambda: (None, f"{cls.__module__}.{cls.__qualname__} does not record how it was built")
+    config = module_configuration(model)
     args = {"num_classes": _classifier_out(model)}
     if hasattr(model, "image_size"):
         args["image_size"] = int(model.image_size)
-    return lambda: _match_torchvision(cls, shapes, args, prefixes)
+    return lambda: _match_torchvision(cls, config, args, prefixes)
 
 
-def _match_torchvision(cls: type, shapes: list, args: dict[str, Any], prefixes: tuple[str, ...]) -> dict | None:
+def _match_torchvision(cls: type, config: dict, args: dict[str, Any], prefixes: tuple[str, ...]):
     import torchvision
 
+    from ..models.io import configuration_differences, module_configuration
+
+    closest: tuple[str, list] | None = None
     for arch in torchvision.models.list_models(module=torchvision.models):
         if not arch.startswith(prefixes):
             continue
@@ -298,9 +317,18 @@ def _match_torchvision(cls: type, shapes: list, args: dict[str, Any], prefixes: 
                 candidate = torchvision.models.get_model(arch, weights=None, **args)
         except Exception:  # builders that reject these arguments (e.g. a ViT's image size)
             continue
-        if type(candidate) is cls and [(k, tuple(v.shape)) for k, v in candidate.state_dict().items()] == shapes:
-            return {"name": "torchvision:" + arch, "args": args}
-    return None
+        if type(candidate) is not cls:
+            continue
+        differences = configuration_differences(config, module_configuration(candidate))
+        if not differences:
+            return {"name": "torchvision:" + arch, "args": args}, None
+        if closest is None or len(differences) < len(closest[1]):
+            closest = (arch, differences)
+    if closest is None:
+        return None, f"no torchvision builder makes a {cls.__name__} with {args}"
+    arch, differences = closest
+    more = f" (and {len(differences) - 1} more differences)" if len(differences) > 1 else ""
+    return None, f"no torchvision builder makes exactly this {cls.__name__}: {arch} differs at {differences[0]}{more}"
 
 
 def _classifier_out(model: nn.Module) -> int:
@@ -382,7 +410,10 @@ def bcosify(
     torchvision_model = type(model).__module__.startswith("torchvision.")
     mean = list(mean) if mean is not None else list(IMAGENET_MEAN if torchvision_model else [0.0] * image_channels)
     std = list(std) if std is not None else list(IMAGENET_STD if torchvision_model else [1.0] * image_channels)
-    src = copy.deepcopy(model).cpu().float()
+    src = copy.deepcopy(model)
+    if not any(p.is_meta for p in src.parameters()):  # save_model's architecture check builds on the meta device
+        src = src.cpu()
+    src = src.float()
     _check_modules(src, trust)
     body, classifier, kind = _split(src)
 
