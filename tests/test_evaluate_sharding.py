@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import torch
 from _attr_nets import TemplateNet, blob_images, tiny_bcos
 from alignnet.attribution import get_attributor
 from alignnet.cli import main
+from alignnet.layers import BcosConv2d, LogitLayer
 from alignnet.metrics import evaluate_localisation, evaluate_pixel_removal, removal_curves
 from alignnet.metrics.evaluate import evaluate_one
 from alignnet.metrics.presets import PRESETS, Protocol, get_preset
@@ -283,3 +285,106 @@ def test_cli_forward_batch_is_checked_before_anything_is_written(tmp_path, capsy
         in capsys.readouterr().err
     )
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------- cache keys
+
+
+def _with(model, kind, value):
+    for m in model.modules():
+        if isinstance(m, kind[0]):
+            setattr(m, kind[1], value)
+    return model
+
+
+def _nudged(model):
+    with torch.no_grad():
+        next(model.parameters())[0].view(-1)[0] += 0.1
+    return model
+
+
+def _grey(data):
+    return torch.full_like(data[0], 0.5), data[1]
+
+
+def _one_pixel(data):
+    images = data[0].clone()
+    images[3, 0, 0, 0] += 0.5  # image 3 (class 3, blob elsewhere): one pixel of one image changes
+    return images, data[1]
+
+
+# each input of a cached pixel-removal result, changed alone: (model, data, method config, protocol) -> changed
+INPUT_CHANGES = {
+    "grey images, same labels": lambda m, d, c, p: (m, _grey(d), c, p),
+    "one pixel of one image": lambda m, d, c, p: (m, _one_pixel(d), c, p),
+    "labels": lambda m, d, c, p: (m, (d[0], d[1].roll(1)), c, p),
+    "a weight": lambda m, d, c, p: (_nudged(m), d, c, p),
+    "b": lambda m, d, c, p: (_with(m, (BcosConv2d, "b"), 2.5), d, c, p),
+    "temperature": lambda m, d, c, p: (_with(m, (LogitLayer, "temperature"), 4.0), d, c, p),
+    "method config": lambda m, d, c, p: (m, d, {**c, "abs": True}, p),
+    "protocol": lambda m, d, c, p: (m, d, c, p.with_values(fraction=0.5)),
+}
+
+
+@pytest.mark.parametrize("change", INPUT_CHANGES)
+def test_a_cached_result_is_recomputed_when_any_of_its_inputs_changes(tmp_path, change):
+    """A cache key covers every input of the result: the run after a change, in the work folder of the first
+    run, equals a run in an empty folder (and differs from the first run, so the change matters)."""
+    torch.manual_seed(0)
+    model, data = tiny_bcos().eval(), blob_images(per_class=2)
+    protocol = Protocol("pixel-removal", n_images=6, steps=4, batch_size=2, shard_size=2)
+    first = evaluate_one(model, data, "grad", protocol, tmp_path / "work", progress=False)
+    model2, data2, config2, protocol2 = INPUT_CHANGES[change](copy.deepcopy(model), data, {}, protocol)
+    run = lambda work: evaluate_one(model2, data2, "grad", protocol2, work, method_config=config2, progress=False)  # noqa: E731
+    again, fresh = run(tmp_path / "work"), run(tmp_path / "fresh")
+    for o in ("least", "most"):
+        np.testing.assert_array_equal(again.curves[o], fresh.curves[o])
+    assert any(not np.array_equal(first.curves[o], fresh.curves[o]) for o in ("least", "most"))
+    assert again.config == fresh.config != first.config
+
+
+@pytest.mark.parametrize("change", ["a weight", "b", "temperature", "one pixel of one image"])
+def test_cached_predictions_are_those_of_the_model_and_data_at_hand(tmp_path, change):
+    """The dataset's predictions (the grid selection's input) are cached by the model's fingerprint and the
+    images' content: two models that differ only in ``b`` or the temperature get their own logits."""
+    from alignnet.metrics.evaluate import _Items, predict_dataset
+
+    torch.manual_seed(0)
+    model, data = tiny_bcos().eval(), blob_images(per_class=2)
+    first = predict_dataset(model, _Items(data), tmp_path, RankInfo(), torch.device("cpu"), progress=False)
+    model2, data2, _, _ = INPUT_CHANGES[change](copy.deepcopy(model), data, {}, None)
+    got = predict_dataset(model2, _Items(data2), tmp_path, RankInfo(), torch.device("cpu"), progress=False)
+    with torch.no_grad():
+        torch.testing.assert_close(got, model2(data2[0]), rtol=0, atol=0)
+    assert not torch.equal(got, first)
+
+
+def test_model_fingerprint_covers_attributes_and_survives_an_explanation():
+    import alignnet
+    from alignnet.metrics._common import model_hash
+
+    torch.manual_seed(0)
+    model = tiny_bcos().eval()
+    h = model_hash(model)
+    assert model_hash(copy.deepcopy(model)) == h
+    alignnet.explain(model, torch.rand(2, 3, 8, 8))  # sets and restores the layers' detach flags
+    assert model_hash(model) == h  # a resumed run (a fresh process) finds the same shards
+    assert model_hash(_with(copy.deepcopy(model), (BcosConv2d, "b"), 2.5)) != h
+    assert model_hash(_with(copy.deepcopy(model), (LogitLayer, "temperature"), 4.0)) != h
+    other = copy.deepcopy(model)
+    other.model_args = {"b": 2.0}  # constructor arguments recorded on the model
+    assert model_hash(other) != h
+
+
+def test_localisation_does_not_reuse_the_scores_of_other_images(tmp_path):
+    """Same labels, same size, same grids: only the pixels differ (a faint light background lets input x
+    gradient attribute outside the target cell); the shards of the first images are not reused."""
+    model = TemplateNet().eval()
+    images, labels = blob_images(per_class=4)
+    protocol = Protocol("localisation", grid=2, n_grids=3, batch_size=4, shard_size=1)
+    first = evaluate_one(model, (images, labels), "ixg", protocol, tmp_path / "work", progress=False)
+    faint = (images * 0.9 + 0.05, labels)
+    again = evaluate_one(model, faint, "ixg", protocol, tmp_path / "work", progress=False)
+    fresh = evaluate_one(model, faint, "ixg", protocol, tmp_path / "fresh", progress=False)
+    np.testing.assert_array_equal(again.scores, fresh.scores)
+    assert first.scores.min() == pytest.approx(1.0) and fresh.scores.max() < 0.9

@@ -13,14 +13,16 @@ Examples::
 Writes, into ``--out``: one ``<metric>_<method>[_<model>].json`` (summary and full config) and
 ``.npz`` (raw arrays) per run, ``summary.json`` with all summaries, the figures
 (``localisation_boxes.png``, ``pixel_removal_least.png`` / ``_most.png``, ``ablation.png``) and
-``shards/`` (the per-rank pieces; a killed run resumes from them). The run itself lives in
+``shards/`` (the per-rank pieces; a killed run resumes from them: the same command again computes only
+what is missing). Results of another run (other models, methods, protocol or data, or a model file whose
+weights changed) are never replaced without ``--force``. Several models are evaluated each with its own
+input spec (``--data imagenet:DIR`` is read at each model's resize and crop). The run itself lives in
 :mod:`alignnet.metrics.evaluate`; this module only reads the arguments.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -28,7 +30,7 @@ import torch
 from ..data.sources import DATA_HELP, dataset_from_spec
 from ..metrics.presets import PRESETS, Protocol, get_preset, list_presets
 from ..models import resolve_model
-from ._common import MODEL_HELP
+from ._common import MODEL_HELP, check_new_files
 
 __all__ = ["add_arguments", "run", "load_dataset"]
 
@@ -52,7 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods", default=DEFAULT_METHODS, help=f"comma-separated, or 'all' (default: {DEFAULT_METHODS})"
     )
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output directory; one that holds the results of another run (other models, methods, protocol or data) "
+        "is refused unless --force, while the same command again resumes from the finished shards",
+    )
+    parser.add_argument("--force", action="store_true", help="replace the results of another run in --out")
     d = Protocol()
     parser.add_argument("--grid", type=int, help=f"localisation: cells per side (default {d.grid})")
     parser.add_argument("--n-grids", type=int, help=f"localisation: number of grids (default {d.n_grids})")
@@ -116,7 +124,7 @@ def _protocol(args: argparse.Namespace) -> Protocol:
 
 def run(args: argparse.Namespace) -> int:
     from ..attribution import check_forward_batch, list_attributors
-    from ..metrics.evaluate import EvaluationJob, evaluate, run_job, run_processes
+    from ..metrics.evaluate import EvaluationJob, evaluate, evaluation_conflicts, run_job, run_processes
     from ..metrics.sharding import detect_ranks
 
     methods = list_attributors() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -129,13 +137,9 @@ def run(args: argparse.Namespace) -> int:
     forward_batch = check_forward_batch(args.forward_batch, "--forward-batch")
     out = Path(args.out)
     info = detect_ranks()
+    # before any model is loaded: a run of the same request resumes, anything else needs --force
+    check_new_files(evaluation_conflicts(out, args.model, methods, protocol, args.data, args.ablation), args.force)
     out.mkdir(parents=True, exist_ok=True)
-    if info.is_main and (out / "summary.json").exists():  # never replace earlier results without saying so
-        print(
-            f"note: {out} holds earlier results; summary.json, the figures and the result files of the same "
-            "metric, method and model are replaced (finished shards in shards/ are reused)",
-            file=sys.stderr,
-        )
     job = EvaluationJob(
         models=tuple(args.model),
         data=args.data,
@@ -147,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         loader_workers=args.loader_workers,
         forward_batch=forward_batch,
+        force=args.force,
     )
     if info.world_size > 1:  # torchrun / srun: this process is one rank
         if args.processes > 1:
@@ -156,9 +161,8 @@ def run(args: argparse.Namespace) -> int:
         run_processes(job, args.processes)
     else:
         models = [(spec, resolve_model(spec, args.device, progress=not args.quiet)) for spec in args.model]
-        dataset = dataset_from_spec(args.data, getattr(models[0][1], "input_spec", None))
         evaluate(
-            models, dataset, methods, protocol, out, data_name=args.data, ablation=args.ablation,
-            progress=not args.quiet, loader_workers=args.loader_workers, forward_batch=job.forward_batch,
+            models, args.data, methods, protocol, out, ablation=args.ablation, progress=not args.quiet,
+            loader_workers=args.loader_workers, forward_batch=job.forward_batch, force=args.force,
         )  # fmt: skip
     return 0

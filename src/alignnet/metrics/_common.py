@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,10 +22,12 @@ from ..layers import eval_mode
 __all__ = [
     "model_device",
     "as_tensors",
+    "hash_tensor",
     "model_hash",
     "predict",
     "resolve_method",
     "save_result",
+    "unique_stems",
     "config_key",
     "work_dir",
 ]
@@ -75,15 +78,78 @@ def predict(
     return torch.cat(out)
 
 
+#: what every ``nn.Module`` keeps in its ``__dict__`` (parameters, buffers, submodules, hooks, the train flag):
+#: hashed through the tensors and the submodules, or (the train flag) irrelevant, since evaluation runs in eval mode
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))
+_SKIP = object()
+
+
+def _plain(value):
+    """``value`` as JSON-able data when it is plain configuration (numbers, strings, flags, None, functions and
+    classes by name, dataclasses, and lists/tuples/dicts of these); ``_SKIP`` for anything else."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return _SKIP if any(v is _SKIP for v in items) else [type(value).__name__, items]
+    if isinstance(value, dict):
+        items = {str(k): _plain(v) for k, v in value.items()}
+        return _SKIP if any(v is _SKIP for v in items.values()) else items
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    return _SKIP
+
+
+def hash_tensor(h, tensor: Tensor) -> None:
+    """Feed ``tensor``'s shape, dtype and bytes (on the CPU) into the hashlib object ``h``."""
+    t = tensor.detach().cpu().contiguous()
+    h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
 def model_hash(model: nn.Module) -> str:
-    """SHA-256 (16 hex digits) of the model's class name, state-dict names, shapes and values."""
-    h = hashlib.sha256(type(model).__name__.encode())
-    for name, tensor in sorted(model.state_dict().items()):
+    """SHA-256 (16 hex digits) of everything that decides the model's function, the fingerprint that every
+    cache key and result file of the metrics records.
+
+    It covers every parameter and buffer (names, shapes, dtypes, values; non-persistent buffers too) and, for
+    every module, its class and its plain Python attributes (:func:`_plain`; tensors kept as attributes by
+    their bytes): constructor arguments that live outside the state dict, such as the B-cos exponent ``b``,
+    a logit layer's ``temperature``, or ``model_name``/``model_args``. An instance attribute equal to its
+    class's attribute of the same name (e.g. a flag restored to its default) changes nothing and is left out,
+    and so is the train/eval flag (the metrics run in eval mode).
+    """
+    h = hashlib.sha256()
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    for name, tensor in sorted(tensors.items()):
         h.update(name.encode())
-        t = tensor.detach().cpu().contiguous()
-        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        hash_tensor(h, tensor)
+    for name, module in model.named_modules():
+        attrs, extra = {}, {}
+        for key, value in vars(module).items():
+            if key in _MODULE_INTERNALS or _same_as_class(module, key, value):
+                continue
+            if isinstance(value, Tensor):
+                extra[key] = value
+            elif (plain := _plain(value)) is not _SKIP:
+                attrs[key] = plain
+        cls = type(module)
+        h.update(json.dumps([name, f"{cls.__module__}.{cls.__qualname__}", attrs], sort_keys=True).encode())
+        for key, value in sorted(extra.items()):
+            h.update(f"{name}.{key}".encode())
+            hash_tensor(h, value)
     return h.hexdigest()[:16]
+
+
+def _same_as_class(module: nn.Module, key: str, value) -> bool:
+    default = getattr(type(module), key, _SKIP)
+    if default is _SKIP or isinstance(value, Tensor) or isinstance(default, Tensor):
+        return False
+    try:
+        return bool(type(default) is type(value) and default == value)
+    except Exception:  # noqa: BLE001 - an attribute whose comparison fails is hashed
+        return False
 
 
 def config_key(config: dict) -> str:
@@ -100,6 +166,39 @@ def resolve_method(method: str | Attributor, model: nn.Module, method_config: di
     if not isinstance(method, str):
         raise TypeError(f"method must be a registry name or an Attributor, got {type(method).__name__}")
     return method, get_attributor(method, model, **(method_config or {}))
+
+
+def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """One distinct file-name label per path (input images, model files or names): its stem, with as many
+    parent folders in front as it takes to tell paths with the same stem apart (``a/x.png``, ``b/x.png``,
+    ``x_2.png`` -> ``a_x``, ``b_x``, ``x_2``). A path that still cannot be told apart (the same path twice)
+    gets the first free ``<label>_<k>``, k = 2, 3, ...; no label is ever another path's label.
+    """
+    parts = []
+    for p in paths:
+        path = Path(p)
+        folders = [f for f in path.parts[:-1] if f not in (path.anchor, ".", "..")]
+        parts.append([*folders, path.stem or "image"])
+    depth = [1] * len(parts)
+    while True:
+        labels = ["_".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
+        clashing = [i for i, label in enumerate(labels) if labels.count(label) > 1]
+        grown = [i for i in clashing if depth[i] < len(parts[i])]
+        if not grown:
+            break
+        for i in grown:
+            depth[i] += 1
+    taken, kept = set(labels), set()
+    for i in sorted(range(len(labels)), key=lambda i: (depth[i], i)):  # a path's own stem is kept first
+        label = labels[i]
+        if label in kept:
+            k = 2
+            while f"{label}_{k}" in taken:
+                k += 1
+            labels[i] = f"{label}_{k}"
+            taken.add(labels[i])
+        kept.add(labels[i])
+    return labels
 
 
 def save_result(

@@ -237,8 +237,9 @@ def evaluate_localisation(
         Maps attributed per call (rounded down to whole grids).
     cache_dir:
         If given, the predictions and the scores of every batch are kept there under a key of (model
-        weights hash, method, method config, protocol, data); a later call with the same key computes
-        only the batches that are missing (or returns at once when the first call had finished).
+        fingerprint, method, method config, protocol), each batch recording the content hash of its
+        images and labels; a later call with the same inputs computes only the batches that are missing
+        (or returns at once when the first call had finished), and one with other inputs recomputes.
     logits:
         ``(N, K)`` predictions of the dataset, if already computed.
     """

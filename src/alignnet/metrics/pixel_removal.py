@@ -223,8 +223,8 @@ def evaluate_pixel_removal(
     forward_batch:
         Masked copies per forward pass (memory and speed only; None: a pixel budget for the device).
     cache_dir:
-        If given, the curves of every batch are kept there; a later call with the same model, method,
-        protocol and data computes only the batches that are missing.
+        If given, the curves of every batch are kept there; a later call with the same model (weights and
+        attributes such as ``b``), method, protocol and images computes only the batches that are missing.
     """
     from .evaluate import evaluate_one  # evaluate builds on this module
     from .presets import Protocol
