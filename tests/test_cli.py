@@ -116,6 +116,25 @@ def test_cli_explain(tiny, image_files, tmp_path, capsys):
     assert "out of range" in capsys.readouterr().err
 
 
+def test_cli_explain_gives_every_image_its_own_file(tiny, tmp_path, capsys):
+    """``a/x.png b/x.png x_2.png``: three images, three figures (``x_2`` is not given to a second ``x``)."""
+    _, path = tiny
+    rng = np.random.default_rng(1)
+    inputs = [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", tmp_path / "x_2.png"]
+    for p in inputs:
+        p.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(p)
+    out = tmp_path / "ex"
+    args = ["explain", *map(str, inputs), "--model", str(path), "--out", str(out)]
+    assert main(args) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if " -> " in line]
+    written = {line.split(": ", 1)[0]: line.rsplit(" -> ", 1)[1] for line in lines}  # input -> its figure
+    stems = ("a_x", "b_x", "x_2")
+    assert written == {str(p): str(out / f"{s}_explain.png") for p, s in zip(inputs, stems, strict=True)}
+    assert sorted(p.name for p in out.iterdir()) == ["a_x_explain.png", "b_x_explain.png", "x_2_explain.png"]
+    assert main(args) == 2 and "would overwrite" in capsys.readouterr().err
+
+
 def test_cli_explain_bad_inputs(tiny, tmp_path, capsys):
     _, path = tiny
     bad = tmp_path / "broken.png"

@@ -1,6 +1,7 @@
 """``alignnet explain IMAGE... --model NAME_OR_PATH [--target K|pred|topN] [--out DIR] [--layers]``.
 
-For every image one PNG ``<stem>_explain.png`` with, per explained class, the image, the colour
+For every image one PNG ``<stem>_explain.png`` (images of the same stem in different folders get their
+folders in front: ``a/x.png``, ``b/x.png`` -> ``a_x_explain.png``, ``b_x_explain.png``) with, per explained class, the image, the colour
 explanation (docs/algorithms.md#colour-explanations) and the signed contribution map (red: for the class, blue:
 against). ``--layers`` adds ``<stem>_layers.png``: the contribution map of the same logit at the
 input of every dynamic layer (:func:`alignnet.explanation.layer_contributions`).
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..explanation import colour_explanation, explain, layer_contributions
+from ..metrics._common import unique_stems
 from ..models import resolve_model
 from ._common import add_model_arguments, check_new_files, class_name, load_images
 
@@ -103,15 +105,6 @@ def _layers_figure(model, image: Tensor, target: int, title: str):
     return fig
 
 
-def _output_names(paths: list[Path]) -> list[str]:
-    stems, seen = [], {}
-    for p in paths:
-        stem = p.stem or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-    return stems
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``alignnet explain``."""
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any size or mode)")
@@ -141,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     """``alignnet explain``: write one figure per image and print the explained classes."""
     paths = [Path(p) for p in args.images]
     out = Path(args.out)
-    stems = _output_names(paths)
+    stems = unique_stems(paths)  # a/x.png, b/x.png, x_2.png -> a_x, b_x, x_2: one file each
     planned = [out / f"{s}_explain.png" for s in stems] + (
         [out / f"{s}_layers.png" for s in stems] if args.layers else []
     )
