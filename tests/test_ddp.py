@@ -1,7 +1,9 @@
-"""DDP on 2 CPU processes (gloo) through Lightning's own launcher: both ranks end with identical weights."""
+"""DDP on 2 CPU processes (gloo) through Lightning's own launcher: both ranks end with identical weights;
+a SLURM job whose ranks were never started (sbatch without srun) fails at once instead of waiting."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -59,3 +61,45 @@ def config_model_init() -> dict[str, torch.Tensor]:
 
     L.seed_everything(0, verbose=False)
     return create_model("bcos_cifar10_9l", width=0.125).state_dict()
+
+
+# what a batch script of `sbatch --ntasks-per-node=2` sees (no srun: no SLURM_STEP_* variables)
+SBATCH_ENV = {
+    "SLURM_JOB_ID": "77",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_NTASKS": "2",
+    "SLURM_NTASKS_PER_NODE": "2",
+    "SLURM_NNODES": "1",
+    "SLURM_NODELIST": "localhost",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+}
+
+
+def test_sbatch_without_srun_fails_at_once(tmp_path):
+    """Lightning made the one process rank 0 of 2 and waited for rank 1 (30 minutes, then an error)."""
+    (tmp_path / "cfg.yaml").write_text(
+        "model: {name: bcos_cifar10_9l, args: {width: 0.125}}\n"
+        "data: {dataset: embedded, batch_size: 16, train_subset: 32}\n"
+        "trainer: {epochs: 1, devices: 2, strategy: ddp, accelerator: cpu, progress_bar: false, num_threads: 1}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_"))}
+    env.update(SBATCH_ENV, MASTER_PORT="29577")
+    command = [sys.executable, "-m", "alignnet", "train", "--config", "cfg.yaml", "-o", "run"]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode != 0 and "Initializing distributed" not in proc.stderr, proc.stderr[-3000:]
+    assert "2 tasks (SLURM_NTASKS) but this process was not started by srun" in proc.stderr
+    assert "wait for the other 1" in proc.stderr and "srun alignnet train" in proc.stderr
+
+
+def test_slurm_launch_check_lets_real_launches_through():
+    from alignnet.train.runner import check_slurm_launch
+
+    check_slurm_launch({})  # no SLURM
+    check_slurm_launch({**SBATCH_ENV, "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1"})  # one task
+    check_slurm_launch({**SBATCH_ENV, "SLURM_STEP_NUM_TASKS": "2"})  # srun started both tasks
+    check_slurm_launch({**SBATCH_ENV, "TORCHELASTIC_RUN_ID": "x"})  # torchrun inside the job: its own ranks
+    check_slurm_launch({**SBATCH_ENV, "SLURM_JOB_NAME": "interactive"})  # Lightning ignores SLURM there
+    with pytest.raises(ValueError, match="srun started 2 of them: .* rank 0 of 4 and wait for the other 2"):
+        check_slurm_launch({**SBATCH_ENV, "SLURM_NTASKS": "4", "SLURM_STEP_NUM_TASKS": "2"})
