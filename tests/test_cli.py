@@ -198,3 +198,29 @@ def test_help_of_every_command(command, capsys):
 def test_installed_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "alignnet", "toy", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "B in {1, 2, 50}" in proc.stdout
+
+
+@pytest.mark.parametrize("error", [ValueError("a slip inside"), KeyError("missing"), RuntimeError("torch said")])
+def test_a_bug_keeps_its_traceback(monkeypatch, error):
+    """Only alignnet's deliberate user errors are one line; a plain ValueError/KeyError is a bug (issue 22.16)."""
+    import alignnet.cli.toy as toy
+
+    def broken(args):
+        raise error
+
+    monkeypatch.setattr(toy, "run", broken)
+    with pytest.raises(type(error)):
+        main(["toy", "--out", "x.png"])
+
+
+def test_a_user_error_is_one_line_with_exit_code_2(monkeypatch, capsys):
+    import alignnet.cli.toy as toy
+    from alignnet.errors import InputError
+
+    def refuses(args):
+        raise InputError("--out must end in .png")
+
+    monkeypatch.setattr(toy, "run", refuses)
+    assert main(["toy", "--out", "x.png"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["alignnet toy: error: --out must end in .png"]
+    assert issubclass(InputError, ValueError)  # library callers that catch ValueError still catch it

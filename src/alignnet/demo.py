@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .errors import InputError
+
 __all__ = ["DemoConfig", "DemoResult", "choose_output_dir", "run_demo"]
 
 BASELINES = ("gradcam", "intgrad", "occlusion9")
@@ -215,7 +217,7 @@ def run_demo(
     specs = {k: v for k, v in specs.items() if v is not None and str(v).lower() != "none"}  # "none": skip it
     unknown = set(specs) - {"bcos", "coda", "bcosified"}
     if unknown:
-        raise ValueError(f"models must be keyed by 'bcos' / 'coda' / 'bcosified', got {sorted(unknown)}")
+        raise InputError(f"models must be keyed by 'bcos' / 'coda' / 'bcosified', got {sorted(unknown)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = DemoResult(out_dir)

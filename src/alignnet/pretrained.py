@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import InputError
 from .models._registry import PAPER_BCOS_V2, InputSpec
 
 __all__ = [
@@ -179,26 +180,26 @@ def register_weights(
     from .models import list_models
 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
-        raise ValueError(f"weights name must be letters, digits, '_', '-', '.', got {name!r}")
+        raise InputError(f"weights name must be letters, digits, '_', '-', '.', got {name!r}")
     if name in _ENTRIES and not overwrite:
-        raise ValueError(f"weights {name!r} are already registered (pass overwrite=True to replace them)")
+        raise InputError(f"weights {name!r} are already registered (pass overwrite=True to replace them)")
     if arch not in list_models():
         close = difflib.get_close_matches(arch, list_models(), n=3)
-        raise ValueError(f"unknown architecture {arch!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        raise InputError(f"unknown architecture {arch!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
     if (url is None) == (file is None):
-        raise ValueError("give exactly one of url= (downloaded and cached) or file= (a local file)")
+        raise InputError("give exactly one of url= (downloaded and cached) or file= (a local file)")
     if url is not None:
         scheme = urllib.parse.urlparse(url).scheme
         if scheme not in ("http", "https", "file"):
-            raise ValueError(f"url must be http(s):// or file://, got {url!r}")
+            raise InputError(f"url must be http(s):// or file://, got {url!r}")
         if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
-            raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
+            raise InputError(f"sha256 must be 64 hex digits, got {sha256!r}")
         if sha256 is None and not _HASH_IN_NAME.search(url.rsplit("/", 1)[1]):
-            raise ValueError("a url entry needs sha256= (64 hex digits): downloaded weights are always verified")
+            raise InputError("a url entry needs sha256= (64 hex digits): downloaded weights are always verified")
     source = str(url or file)
     fmt = fmt or ("safetensors" if source.endswith(".safetensors") else "state_dict")
     if fmt not in ("safetensors", "bcos", "state_dict"):
-        raise ValueError(f"fmt must be 'safetensors', 'bcos' or 'state_dict', got {fmt!r}")
+        raise InputError(f"fmt must be 'safetensors', 'bcos' or 'state_dict', got {fmt!r}")
     if isinstance(input_spec, dict):
         input_spec = InputSpec.from_dict(input_spec)
     entry = WeightsEntry(
@@ -217,7 +218,7 @@ def register_weights(
         default=default,
     )
     if isinstance(entry.classes, str) and entry.classes not in ("imagenet", "fashion_mnist"):
-        raise ValueError("class_names must be a list of names, 'imagenet' or 'fashion_mnist'")
+        raise InputError("class_names must be a list of names, 'imagenet' or 'fashion_mnist'")
     _add(entry)
     return entry
 
@@ -243,7 +244,7 @@ def get_weights(name: str) -> WeightsEntry:
     if name not in _ENTRIES:
         close = difflib.get_close_matches(name, list(_ENTRIES), n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see alignnet.list_pretrained()"
-        raise ValueError(f"no pretrained weights named {name!r}{hint}")
+        raise InputError(f"no pretrained weights named {name!r}{hint}")
     return _ENTRIES[name]
 
 
@@ -253,7 +254,7 @@ def default_weights(arch: str) -> WeightsEntry:
         if entry.arch == arch and entry.default:
             return entry
     have = sorted({e.arch for e in _ENTRIES.values() if e.default})
-    raise ValueError(f"architecture {arch!r} has no pretrained weights; architectures with weights: {', '.join(have)}")
+    raise InputError(f"architecture {arch!r} has no pretrained weights; architectures with weights: {', '.join(have)}")
 
 
 def _shipped_path(file: str) -> Path:
@@ -307,9 +308,9 @@ def _recorded_digests() -> dict[str, str]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); delete it to record the digests again") from None
+        raise InputError(f"{path} is not valid JSON ({exc}); delete it to record the digests again") from None
     if not isinstance(record, dict):
-        raise ValueError(f"{path} must hold a JSON object of file name -> sha256; delete it to record them again")
+        raise InputError(f"{path} must hold a JSON object of file name -> sha256; delete it to record them again")
     return record
 
 
@@ -340,9 +341,9 @@ def _verify(entry: WeightsEntry, digest: str, where: str) -> None:
     """
     expected = entry.expected_hash
     if expected is None:
-        raise ValueError(f"weights {entry.name!r} have no sha256 to verify {where} against")
+        raise InputError(f"weights {entry.name!r} have no sha256 to verify {where} against")
     if not digest.startswith(expected):
-        raise ValueError(
+        raise InputError(
             f"sha256 mismatch for weights {entry.name!r} ({where}): expected {expected}"
             f"{'' if len(expected) == 64 else ' (prefix)'}, got {digest}"
         )
@@ -351,7 +352,7 @@ def _verify(entry: WeightsEntry, digest: str, where: str) -> None:
     name = _url_file_name(entry)
     known = _recorded_digests().get(name) or _record_digest(name, digest)
     if known != digest:
-        raise ValueError(
+        raise InputError(
             f"sha256 mismatch for weights {entry.name!r} ({where}): its sha256 {digest} starts with the {expected} "
             f"of its name but differs from the one recorded when a file {name} was first verified, {known} (in "
             f"{_digest_record()}); if the release file really changed, delete that line"
@@ -370,7 +371,7 @@ def _download(entry: WeightsEntry, dest: Path, progress: bool) -> None:
         try:
             _verify(entry, digest, f"downloaded from {url}")
         except ValueError as exc:
-            raise ValueError(f"{exc}; the download was not kept") from None
+            raise InputError(f"{exc}; the download was not kept") from None
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -459,14 +460,14 @@ def _check_arch(entry: WeightsEntry, path: Path) -> None:
             metadata = f.metadata() or {}
         arch, args = metadata.get(_NAME), json.loads(metadata.get(_ARGS, "{}"))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"{path} is not a readable safetensors file (corrupt or another format): {exc}") from None
+        raise InputError(f"{path} is not a readable safetensors file (corrupt or another format): {exc}") from None
     if arch is None or not isinstance(args, dict):
         return  # no alignnet metadata: load_model says so
     if arch == "bcosified" and isinstance(args.get("source"), dict):
         arch, args = f"bcosify({args['source'].get('name')})", args["source"].get("args", {})
     have = {**_arch_defaults(arch), **args}
     if arch != entry.arch or any(k not in have or have[k] != v for k, v in entry.arch_args.items()):
-        raise ValueError(
+        raise InputError(
             f"the weights {entry.name!r} are registered as {entry.arch!r} with {entry.arch_args} but {path} holds "
             f"a {arch!r} with {args}; register them with the architecture and arguments of the file"
         )
@@ -483,11 +484,11 @@ def _convert(entry: WeightsEntry, raw: Path) -> nn.Module:
     try:
         state = torch.load(raw, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling refusal or corruption: one clear message
-        raise ValueError(f"{raw} is not a loadable state dict (corrupt, or not weights-only): {exc}") from None
+        raise InputError(f"{raw} is not a loadable state dict (corrupt, or not weights-only): {exc}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{raw} does not hold a state dict (got {type(state).__name__})")
+        raise InputError(f"{raw} does not hold a state dict (got {type(state).__name__})")
     if entry.fmt == "bcos":
         return from_bcos(entry.arch, state, **entry.arch_args)
     model = create_model(entry.arch, **entry.arch_args)
@@ -573,7 +574,7 @@ def _local_weights_file(entry: WeightsEntry) -> Path:
         try:
             _verify(entry, content, f"the file {raw}")
         except ValueError as exc:
-            raise ValueError(f"{exc}; the file is left as it is: fix it or the entry's sha256=") from None
+            raise InputError(f"{exc}; the file is left as it is: fix it or the entry's sha256=") from None
     if entry.fmt == "safetensors":
         _check_arch(entry, raw)
         return raw

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import InputError
+
 __all__ = ["Report", "linked_files"]
 
 _CSS = """
@@ -63,7 +65,7 @@ class Report:
         try:
             rel = target.resolve().relative_to(self.root.resolve())
         except ValueError:
-            raise ValueError(f"{target} is not inside the report's folder {self.root}") from None
+            raise InputError(f"{target} is not inside the report's folder {self.root}") from None
         return rel.as_posix()
 
     def heading(self, text: str) -> None:

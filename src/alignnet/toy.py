@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import InputError
+
 __all__ = ["ToyData", "ToyResult", "angle_loss", "make_toy_data", "toy_figure", "toy_experiment", "train_angle"]
 
 # Fixed logit scale and bias of the unit. With a free gain the loss of every angle can be driven
@@ -85,9 +87,9 @@ def make_toy_data(
     Returns :class:`ToyData` with ``x`` float64 ``(3 * n_per_cluster, 2)``.
     """
     if n_per_cluster < 1:
-        raise ValueError(f"n_per_cluster must be >= 1, got {n_per_cluster}")
+        raise InputError(f"n_per_cluster must be >= 1, got {n_per_cluster}")
     if not spread >= 0:
-        raise ValueError(f"spread must be >= 0, got {spread}")
+        raise InputError(f"spread must be >= 0, got {spread}")
     g = torch.Generator().manual_seed(seed)
     angles = (class_angle, *negative_angles)
     xs = [_direction(a) + spread * torch.randn(n_per_cluster, 2, generator=g, dtype=torch.float64) for a in angles]
@@ -108,7 +110,7 @@ def _unit_logits(x: Tensor, phi: Tensor, b: float) -> Tensor:
 def angle_loss(data: ToyData, b: float, phi: Tensor) -> Tensor:
     """Mean BCE of the unit with exponent ``b`` for each angle in ``phi`` (radians): ``(A,)``."""
     if not b >= 1:
-        raise ValueError(f"B must be >= 1, got {b}")
+        raise InputError(f"B must be >= 1, got {b}")
     logits = _unit_logits(data.x, phi.to(data.x.dtype), b)
     targets = data.y[:, None].expand_as(logits)
     return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(0)
@@ -121,7 +123,7 @@ def train_angle(data: ToyData, b: float, n_starts: int = 8, steps: int = 300, lr
     descent starts from ``n_starts`` evenly spaced angles at once and keeps the best end point.
     """
     if n_starts < 1:
-        raise ValueError(f"n_starts must be >= 1, got {n_starts}")
+        raise InputError(f"n_starts must be >= 1, got {n_starts}")
     init = torch.arange(n_starts, dtype=torch.float64) * (2 * math.pi / n_starts) - math.pi
     phi = init.clone().requires_grad_(True)
     opt = torch.optim.Adam([phi], lr=lr)
@@ -140,7 +142,7 @@ def toy_experiment(
     """Loss against weight angle (``n_angles`` points over -180..180 degrees) for each B."""
     data = data or make_toy_data()
     if n_angles < 3:
-        raise ValueError(f"n_angles must be >= 3, got {n_angles}")
+        raise InputError(f"n_angles must be >= 3, got {n_angles}")
     phi = torch.linspace(-math.pi, math.pi, n_angles, dtype=torch.float64)
     losses, optimum = {}, {}
     for b in bs:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import InputError
 from .explanation import colour_explanation, explain
 
 __all__ = [
@@ -86,7 +87,7 @@ def read_video(path: str | Path, max_frames: int | None = None, stride: int = 1)
     if not path.is_file():
         raise FileNotFoundError(f"video not found: {path}")
     if stride < 1 or (max_frames is not None and max_frames < 1):
-        raise ValueError(f"stride and max_frames must be >= 1, got {stride} and {max_frames}")
+        raise InputError(f"stride and max_frames must be >= 1, got {stride} and {max_frames}")
     try:
         frames, fps = _read_pyav(path, max_frames, stride)
     except ImportError:
@@ -95,9 +96,9 @@ def read_video(path: str | Path, max_frames: int | None = None, stride: int = 1)
         try:
             frames, fps = _read_imageio(path, max_frames, stride)
         except Exception:
-            raise ValueError(f"cannot read video {path}: {first}") from None
+            raise InputError(f"cannot read video {path}: {first}") from None
     if not frames:
-        raise ValueError(f"cannot read video {path}: it holds no decodable frame")
+        raise InputError(f"cannot read video {path}: it holds no decodable frame")
     array = np.stack(frames)  # (T, H, W, 3) uint8
     return torch.from_numpy(array).permute(0, 3, 1, 2).float().div_(255.0), fps
 
@@ -108,7 +109,7 @@ def _read_pyav(path: Path, max_frames: int | None, stride: int) -> tuple[list[np
     frames: list[np.ndarray] = []
     with av.open(str(path)) as container:
         if not container.streams.video:
-            raise ValueError("no video stream")
+            raise InputError("no video stream")
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 25)
         for i, frame in enumerate(container.decode(stream)):
@@ -168,7 +169,7 @@ def explain_frames(
     from tqdm.auto import tqdm
 
     if frames.dim() != 4 or frames.shape[0] < 1:
-        raise ValueError(f"frames must have shape (T, C, H, W) with T >= 1, got {tuple(frames.shape)}")
+        raise InputError(f"frames must have shape (T, C, H, W) with T >= 1, got {tuple(frames.shape)}")
     device = next(model.parameters()).device
     chunks = range(0, frames.shape[0], batch_size)
     if target is None:
@@ -231,9 +232,9 @@ def write_animation(path: str | Path, frames: np.ndarray, fps: float = 8.0) -> P
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".gif", ".mp4"):
-        raise ValueError(f"the output must end in .gif or .mp4, got {path}")
+        raise InputError(f"the output must end in .gif or .mp4, got {path}")
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+        raise InputError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".gif":
         from PIL import Image
@@ -282,9 +283,9 @@ def synthetic_clip(first: Tensor, second: Tensor, n_frames: int = 36, size: int 
     dark background (Fashion-MNIST), composited by pixel-wise maximum.
     """
     if first.dim() != 3 or second.dim() != 3:
-        raise ValueError(f"expected two (3, h, w) images, got {tuple(first.shape)} and {tuple(second.shape)}")
+        raise InputError(f"expected two (3, h, w) images, got {tuple(first.shape)} and {tuple(second.shape)}")
     if n_frames < 3:
-        raise ValueError(f"n_frames must be >= 3, got {n_frames}")
+        raise InputError(f"n_frames must be >= 3, got {n_frames}")
     third = n_frames // 3
     parts = [third, third, n_frames - 2 * third]
     c = size / 2

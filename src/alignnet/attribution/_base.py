@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..explanation.dynamic_linear import as_model_input, check_images, check_target_range, resolve_target_alias
 from ..layers import AddInverse, DynamicLinear, eval_mode
 
@@ -55,7 +56,7 @@ def check_forward_batch(forward_batch: int | None, name: str = "forward_batch") 
         return None
     if isinstance(forward_batch, bool) or not isinstance(forward_batch, numbers.Integral) or forward_batch < 1:
         default = "leave it out" if name.startswith("--") else "None"  # a command-line option has no None
-        raise ValueError(
+        raise InputError(
             f"{name} must be an int >= 1 ({default} for the automatic pixel budget), got {forward_batch!r}"
         )
     return int(forward_batch)
@@ -76,7 +77,7 @@ def register_attributor(name: str) -> Callable[[type[Attributor]], type[Attribut
 
     def wrap(cls: type[Attributor]) -> type[Attributor]:
         if name in _REGISTRY:
-            raise ValueError(f"an attribution method named {name!r} is already registered")
+            raise InputError(f"an attribution method named {name!r} is already registered")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -105,7 +106,7 @@ def get_attributor(name: str, model: nn.Module, **config) -> Attributor:
     allowed = attributor_parameters(name)  # loads the built-in methods, checks the name
     unknown = sorted(set(config) - set(allowed))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"method {name!r} does not take {', '.join(unknown)}; it takes {', '.join(allowed) or 'nothing'}"
         )
     return _REGISTRY[name](model, **config)
@@ -117,7 +118,7 @@ def attributor_parameters(name: str) -> list[str]:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown attribution method {name!r}{hint} (known: {', '.join(_REGISTRY)})")
+        raise InputError(f"unknown attribution method {name!r}{hint} (known: {', '.join(_REGISTRY)})")
     params = inspect.signature(_REGISTRY[name].__init__).parameters
     return [p for p in params if p not in ("self", "model")]
 
@@ -173,7 +174,7 @@ class EncodedModel(nn.Module):
 
         def replace(_module, inputs, _output):
             if inputs[0] is not placeholder:
-                raise ValueError(
+                raise InputError(
                     "the model's AddInverse must encode the model's input directly; "
                     "attribution in the encoded space cannot run on this model"
                 )
@@ -209,7 +210,7 @@ class Attributor:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.batch_size = int(batch_size)
         self.encoded = EncodedModel(model)
@@ -285,7 +286,7 @@ class Attributor:
         images = _check_images(self.model, images)
         targets = _check_target_values(_as_target_tensor(targets, images.device))
         if targets.dim() != 2 or targets.shape[0] != images.shape[0]:
-            raise ValueError(f"targets must have shape (N, K) with N={images.shape[0]}, got {tuple(targets.shape)}")
+            raise InputError(f"targets must have shape (N, K) with N={images.shape[0]}, got {tuple(targets.shape)}")
         n, k = targets.shape
         with eval_mode(self.model):
             check_target_range(targets, self._num_outputs(images))
@@ -320,7 +321,7 @@ class Attributor:
         """The model's number of outputs (classes), from one image (in the caller's eval mode)."""
         out = self.model(images[:1])
         if not isinstance(out, Tensor) or out.dim() != 2:
-            raise ValueError("attribution needs a model whose output is a (N, num_classes) tensor")
+            raise InputError("attribution needs a model whose output is a (N, num_classes) tensor")
         return out.shape[1]
 
     def _resolve_targets(self, images: Tensor, targets) -> Tensor:
@@ -333,7 +334,7 @@ class Attributor:
         if t.dim() == 0:
             t = t.expand(n)
         if t.shape != (n,):
-            raise ValueError(f"targets must be an int or have shape ({n},), got shape {tuple(t.shape)}")
+            raise InputError(f"targets must be an int or have shape ({n},), got shape {tuple(t.shape)}")
         check_target_range(t, self._num_outputs(images))
         return t
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..layers import DynamicLinear, explanation_mode
 from ._base import Attributor, check_forward_batch, copies_per_pass, has_dynamic_layers, register_attributor
 
@@ -93,7 +94,7 @@ class IntegratedGradientsAttributor(Attributor):
     ) -> None:
         super().__init__(model, batch_size=batch_size)
         if int(n_steps) < 1:
-            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+            raise InputError(f"n_steps must be >= 1, got {n_steps}")
         self.n_steps, self.forward_batch = int(n_steps), check_forward_batch(forward_batch)
 
     def config(self) -> dict:
@@ -154,7 +155,7 @@ class GuidedBackpropAttributor(Attributor):
         super().__init__(model, batch_size=batch_size)
         has_relu = any(isinstance(m, nn.ReLU) for m in model.modules())
         if has_dynamic_layers(model) or not has_relu:
-            raise ValueError(
+            raise InputError(
                 "guided_backprop is not defined for this model: captum's GuidedBackprop only changes the "
                 "backward pass of nn.ReLU modules, and this model's non-linearities are "
                 + ("inside its B-cos/CoDA layers" if has_dynamic_layers(model) else "not nn.ReLU modules")
@@ -194,7 +195,7 @@ def last_spatial_layer(model: nn.Module, images: Tensor) -> str:
         for h in hooks:
             h.remove()
     if not seen:
-        raise ValueError("gradcam needs a spatial feature map (N, C, h, w) with h*w > 1; the model has none")
+        raise InputError("gradcam needs a spatial feature map (N, C, h, w) with h*w > 1; the model has none")
     return seen[-1]
 
 
@@ -217,9 +218,9 @@ class GradCamAttributor(Attributor):
     ) -> None:
         super().__init__(model, batch_size=batch_size)
         if layer is not None and layer not in dict(model.named_modules()):
-            raise ValueError(f"the model has no module named {layer!r}")
+            raise InputError(f"the model has no module named {layer!r}")
         if interpolate not in ("nearest", "bilinear", "bicubic", "area"):
-            raise ValueError(f"interpolate must be nearest, bilinear, bicubic or area, got {interpolate!r}")
+            raise InputError(f"interpolate must be nearest, bilinear, bicubic or area, got {interpolate!r}")
         self.layer, self.interpolate = layer, interpolate
 
     def config(self) -> dict:
@@ -240,7 +241,7 @@ class GradCamAttributor(Attributor):
         x = self.encoded.encode(images)
         cam = LayerGradCam(self.encoded, module).attribute(x, target=targets, relu_attributions=True)
         if cam.dim() != 4:
-            raise ValueError(f"layer {self.layer!r} does not output a spatial map; choose another with layer=")
+            raise InputError(f"layer {self.layer!r} does not output a spatial map; choose another with layer=")
         cam = cam.sum(1, keepdim=True)
         kwargs = {} if self.interpolate in ("nearest", "area") else {"align_corners": False}
         cam = F.interpolate(cam, size=images.shape[-2:], mode=self.interpolate, **kwargs)[:, 0]
@@ -269,7 +270,7 @@ class OcclusionAttributor(Attributor):
         super().__init__(model, batch_size=batch_size)
         size = self.default_size if size is None else int(size)
         if size < 1 or int(stride) < 1 or int(stride) > size:
-            raise ValueError(f"need 1 <= stride <= size, got size={size}, stride={stride}")
+            raise InputError(f"need 1 <= stride <= size, got size={size}, stride={stride}")
         self.size, self.stride, self.forward_batch = size, int(stride), check_forward_batch(forward_batch)
 
     def config(self) -> dict:
@@ -277,7 +278,7 @@ class OcclusionAttributor(Attributor):
 
     def _check_size(self, images: Tensor) -> None:
         if self.size > min(images.shape[-2:]):
-            raise ValueError(
+            raise InputError(
                 f"{self.name}: the {self.size}x{self.size} occlusion window is larger than the images "
                 f"({images.shape[-2]}x{images.shape[-1]}); choose size <= {min(images.shape[-2:])}"
             )

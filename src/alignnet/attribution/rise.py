@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ._base import Attributor, check_forward_batch, register_attributor
 
 __all__ = ["RiseAttributor", "rise_masks"]
@@ -65,9 +66,9 @@ class RiseAttributor(Attributor):
     ) -> None:
         super().__init__(model, batch_size=batch_size)
         if int(n_masks) < 1 or int(cells) < 1 or not 0 < float(p_keep) <= 1:
-            raise ValueError(f"need n_masks >= 1, cells >= 1, 0 < p_keep <= 1; got {n_masks}, {cells}, {p_keep}")
+            raise InputError(f"need n_masks >= 1, cells >= 1, 0 < p_keep <= 1; got {n_masks}, {cells}, {p_keep}")
         if output not in ("probability", "logit"):
-            raise ValueError(f"output must be 'probability' or 'logit', got {output!r}")
+            raise InputError(f"output must be 'probability' or 'logit', got {output!r}")
         self.n_masks, self.cells, self.p_keep, self.seed = int(n_masks), int(cells), float(p_keep), int(seed)
         self.output, self.forward_batch = output, check_forward_batch(forward_batch)
         self._masks: dict[tuple, Tensor] = {}

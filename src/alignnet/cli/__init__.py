@@ -14,6 +14,7 @@ import importlib
 import sys
 
 from .._optional import extra_for
+from ..errors import USER_ERRORS
 
 __all__ = ["main", "COMMANDS"]
 
@@ -74,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError, ConnectionError) as exc:
-        # user errors (bad paths, names, shapes, weights that cannot be fetched): one clear line, no traceback
+    except USER_ERRORS as exc:
+        # the user's input or machine (bad values, names, shapes, files, no network): one clear line, exit 2;
+        # anything else (a plain ValueError from torch, a KeyError, ...) is a bug and keeps its traceback
         print(f"alignnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return int(code or 0)

@@ -15,6 +15,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from ..data import RESIZE_POLICIES, fit_to_model
+from ..errors import InputError
 from ..models.resolve import DEFAULT_MODEL
 from ..pretrained import get_weights, list_pretrained
 
@@ -64,7 +65,7 @@ def load_images(paths: Sequence[str | os.PathLike], model: nn.Module, policy: st
     Every unreadable path is listed in one ``ValueError``.
     """
     if not paths:
-        raise ValueError("no image given")
+        raise InputError("no image given")
     out, problems = [], []
     for p in paths:
         try:
@@ -72,7 +73,7 @@ def load_images(paths: Sequence[str | os.PathLike], model: nn.Module, policy: st
         except (FileNotFoundError, ValueError) as exc:
             problems.append(str(exc))
     if problems:
-        raise ValueError(f"{len(problems)} of {len(paths)} images could not be read: " + "; ".join(problems))
+        raise InputError(f"{len(problems)} of {len(paths)} images could not be read: " + "; ".join(problems))
     return out
 
 

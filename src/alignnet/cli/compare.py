@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError
 from ..models import resolve_model
 from ._common import add_model_arguments, check_new_files, class_name, load_images
 
@@ -28,10 +29,10 @@ def parse_methods(text: str) -> list[str]:
     known = list_attributors()
     names = known if text.strip() == "all" else [m.strip() for m in text.split(",") if m.strip()]
     if not names:
-        raise ValueError("--methods is empty")
+        raise InputError("--methods is empty")
     unknown = [m for m in names if m not in known]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        raise InputError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(known)}")
     return list(dict.fromkeys(names))
 
 
@@ -66,20 +67,20 @@ def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise ValueError(f"--out must end in .png, .pdf or .svg, got {out}")
+        raise InputError(f"--out must end in .png, .pdf or .svg, got {out}")
     if args.max_images < 1:
-        raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
+        raise InputError(f"--max-images must be >= 1, got {args.max_images}")
     check_new_files([out], args.force)
     model = resolve_model(args.model, args.device)
     images = load_images(args.images, model, args.resize)[: args.max_images]
     if len({tuple(x.shape) for x in images}) > 1:
-        raise ValueError("with --resize none all images must have the same size for one figure; use --resize crop")
+        raise InputError("with --resize none all images must have the same size for one figure; use --resize crop")
     batch = torch.stack(images)
     device = next(model.parameters()).device
     with torch.no_grad():
         logits = model(batch.to(device)).cpu()
     if args.target is not None and not 0 <= args.target < logits.shape[1]:
-        raise ValueError(f"--target {args.target} is out of range: the model has {logits.shape[1]} classes")
+        raise InputError(f"--target {args.target} is out of range: the model has {logits.shape[1]} classes")
     targets = logits.argmax(1) if args.target is None else torch.full((len(images),), args.target)
     names = getattr(model, "class_names", None)
     start = time.perf_counter()

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from ..data.sources import DATA_HELP, dataset_from_spec
+from ..errors import InputError
 from ..metrics.presets import PRESETS, Protocol, get_preset, list_presets
 from ..models import resolve_model
 from ._common import MODEL_HELP, check_new_files
@@ -103,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _protocol(args: argparse.Namespace) -> Protocol:
     base = get_preset(args.preset) if args.preset else Protocol(metric=args.metric or "localisation")
     if not args.preset and not args.metric:
-        raise ValueError("give --metric localisation|pixel-removal or a --preset")
+        raise InputError("give --metric localisation|pixel-removal or a --preset")
     orders = tuple(o.strip() for o in args.orders.split(",")) if args.orders else None
     return base.with_values(
         metric=args.metric,
@@ -130,10 +131,10 @@ def run(args: argparse.Namespace) -> int:
     methods = list_attributors() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in list_attributors()]
     if unknown:
-        raise ValueError(f"unknown methods {', '.join(unknown)} (known: {', '.join(list_attributors())})")
+        raise InputError(f"unknown methods {', '.join(unknown)} (known: {', '.join(list_attributors())})")
     protocol = _protocol(args)
     if args.processes < 1:
-        raise ValueError(f"--processes must be >= 1, got {args.processes}")
+        raise InputError(f"--processes must be >= 1, got {args.processes}")
     forward_batch = check_forward_batch(args.forward_batch, "--forward-batch")
     out = Path(args.out)
     info = detect_ranks()
@@ -155,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if info.world_size > 1:  # torchrun / srun: this process is one rank
         if args.processes > 1:
-            raise ValueError("--processes cannot be combined with torchrun/srun ranks; use the launcher's count")
+            raise InputError("--processes cannot be combined with torchrun/srun ranks; use the launcher's count")
         run_job(job, info)
     elif args.processes > 1:
         run_processes(job, args.processes)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..errors import InputError
 from ..explanation import colour_explanation, explain, layer_contributions
 from ..metrics._common import unique_stems
 from ..models import resolve_model
@@ -46,7 +47,7 @@ def _targets_for(logits: Tensor, target: int | str) -> list[int]:
         n = min(int(target[3:]), logits.numel())
         return logits.topk(n).indices.tolist()
     if target >= logits.numel():
-        raise ValueError(f"--target {target} is out of range: the model has {logits.numel()} classes")
+        raise InputError(f"--target {target} is out of range: the model has {logits.numel()} classes")
     return [int(target)]
 
 

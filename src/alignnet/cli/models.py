@@ -7,6 +7,7 @@ import argparse
 
 import torch
 
+from ..errors import InputError
 from ..models import create_model, list_models
 
 __all__ = ["add_arguments", "run", "model_table"]
@@ -40,7 +41,7 @@ def _pretrained(pattern: str) -> int:
 
     names = list_pretrained(pattern)
     if not names:
-        raise ValueError(f"no pretrained weights match {pattern!r}; run 'alignnet models --pretrained' for the list")
+        raise InputError(f"no pretrained weights match {pattern!r}; run 'alignnet models --pretrained' for the list")
     table = [("name", "architecture", "dataset", "top-1", "source")]
     for n in names:
         e = get_weights(n)
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         return _pretrained(args.pattern)
     rows = model_table(args.pattern, args.num_classes)
     if not rows:
-        raise ValueError(f"no model matches {args.pattern!r}; run 'alignnet models' for the list")
+        raise InputError(f"no model matches {args.pattern!r}; run 'alignnet models' for the list")
     header = ("name", "params", "input", "paper")
     table = [header] + [(n, f"{p / 1e6:.2f}M", s, paper) for n, p, s, paper in rows]
     widths = [max(len(r[i]) for r in table) for i in range(3)]

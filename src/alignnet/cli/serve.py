@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import InputError
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -53,12 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from ..serve.backend import build_models, default_replicas
 
     if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+        raise InputError(f"--port must be in 1..65535, got {args.port}")
     workers = default_replicas() if args.workers is None else args.workers
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+        raise InputError(f"--workers must be >= 1, got {workers}")
     if args.torch_threads < 1:
-        raise ValueError(f"--torch-threads must be >= 1, got {args.torch_threads}")
+        raise InputError(f"--torch-threads must be >= 1, got {args.torch_threads}")
     torch.set_num_threads(args.torch_threads)
     methods = None
     if args.methods:
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         unknown = [m for m in methods if m not in list_attributors()]
         if unknown:
-            raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(list_attributors())}")
+            raise InputError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(list_attributors())}")
     models = build_models(args.model, replicas=workers)
     for m in models:
         print(f"model {m.id}: {m.label}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import InputError
 from ..toy import make_toy_data, toy_experiment, toy_figure
 
 __all__ = ["add_arguments", "run"]
@@ -29,11 +30,11 @@ def run(args: argparse.Namespace) -> int:
     """``alignnet toy``: write the figure and print each B's optimal angle."""
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise ValueError(f"--out must end in .png, .pdf or .svg, got {out}")
+        raise InputError(f"--out must end in .png, .pdf or .svg, got {out}")
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to overwrite it or choose another --out")
     if any(b < 1 for b in args.b):
-        raise ValueError(f"every B must be >= 1, got {args.b}")
+        raise InputError(f"every B must be >= 1, got {args.b}")
     out.parent.mkdir(parents=True, exist_ok=True)
     data = make_toy_data(seed=args.seed)
     result = toy_experiment(data, tuple(args.b))

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..data import fit_to_model
+from ..errors import InputError
 from ..models import resolve_model
 from ..video import explain_frames, read_video, render_panels, write_animation
 from ._common import add_model_arguments, check_new_files, class_name
@@ -40,16 +41,16 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.suffix.lower() not in (".gif", ".mp4"):
-        raise ValueError(f"--out must end in .gif or .mp4, got {out}")
+        raise InputError(f"--out must end in .gif or .mp4, got {out}")
     check_new_files([out], args.force)
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     frames, fps = read_video(args.input, args.max_frames, args.stride)  # bad input fails before the model loads
     model = resolve_model(args.model, args.device, progress=not args.no_progress)
     frames = fit_to_model(model, frames, args.resize)
     num_classes = getattr(model, "model_args", {}).get("num_classes")
     if args.target is not None and args.target < 0:
-        raise ValueError(f"--target must be a class index >= 0, got {args.target}")
+        raise InputError(f"--target must be a class index >= 0, got {args.target}")
     result = explain_frames(model, frames, args.target, args.batch_size, progress=not args.no_progress)
     write_animation(out, render_panels(result), args.fps or fps / args.stride)
     agree = float((result.predictions == result.target).float().mean())

@@ -21,6 +21,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
+from ..errors import InputError
 from .transforms import (
     CorruptImageError,
     augment_32,
@@ -83,7 +84,7 @@ EMBEDDED_FILE = "fashion_mnist_subset.npz"
 
 def _check_split(split: str) -> str:
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise InputError(f"split must be 'train' or 'test', got {split!r}")
     return split
 
 
@@ -103,13 +104,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an idx file (bad magic number)")
+        raise InputError(f"{path} is not an idx file (bad magic number)")
     dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
     expected = offset + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
-        raise ValueError(f"{path} is truncated or corrupt: {len(data)} bytes, expected {expected} for shape {shape}")
+        raise InputError(f"{path} is truncated or corrupt: {len(data)} bytes, expected {expected} for shape {shape}")
     return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -148,7 +149,7 @@ def read_fashion_mnist(root: str | os.PathLike | None = None, split: str = "trai
         )
     images, labels = read_idx(paths[0]), read_idx(paths[1])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(f"Fashion-MNIST files in {root} have inconsistent shapes {images.shape} / {labels.shape}")
+        raise InputError(f"Fashion-MNIST files in {root} have inconsistent shapes {images.shape} / {labels.shape}")
     return images.astype(np.uint8), labels.astype(np.int64)
 
 
@@ -173,7 +174,7 @@ class ArrayImageDataset(Dataset):
         transform: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+            raise InputError(f"{len(images)} images but {len(labels)} labels")
         self.images = np.ascontiguousarray(images)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.classes = tuple(classes)
@@ -260,9 +261,9 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         labels = np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"], dtype=np.int64)
         images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"{path} is not a CIFAR python batch: {exc}") from None
+        raise InputError(f"{path} is not a CIFAR python batch: {exc}") from None
     if len(images) != len(labels):
-        raise ValueError(f"{path}: {len(images)} images but {len(labels)} labels")
+        raise InputError(f"{path}: {len(images)} images but {len(labels)} labels")
     return np.ascontiguousarray(images), labels
 
 
@@ -411,10 +412,10 @@ def image_folder(
         train = SafeImageFolder(train_dir, train_transform(image_size), strict)
         val = SafeImageFolder(val_dir, eval_transform(image_size), strict)
         if train.classes != val.classes:
-            raise ValueError(f"train/ and val/ of {root} have different class folders")
+            raise InputError(f"train/ and val/ of {root} have different class folders")
         return train, val
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
     train_all = SafeImageFolder(root, train_transform(image_size), strict)
     val_all = SafeImageFolder(root, eval_transform(image_size), strict)
     n = len(train_all)

@@ -20,6 +20,8 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import InputError
+
 __all__ = ["IMAGE_SUFFIXES", "ImageNetVal", "imagenet_synsets"]
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
@@ -55,7 +57,7 @@ class ImageNetVal(Dataset):
         folders = sorted(p for p in root.iterdir() if p.is_dir())
         unknown = [p.name for p in folders if p.name not in index]
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"{root}: sub-folders must be ImageNet WordNet IDs (e.g. n01440764); not one: {', '.join(unknown[:5])}"
             )
         self.samples = [

@@ -45,6 +45,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from ..errors import InputError
+
 __all__ = [
     "MAX_ASPECT_RATIO",
     "MAX_PREPARED_PIXELS",
@@ -61,7 +63,7 @@ MAX_ASPECT_RATIO = 100
 MAX_PREPARED_PIXELS = 2**25
 
 
-class ImageTooLargeError(ValueError):
+class ImageTooLargeError(InputError):
     """An image that preparation refuses because of its size or shape (module docstring, "Limits")."""
 
 
@@ -105,7 +107,7 @@ def check_fit(height: int, width: int, spec, resize: str = "crop", name: str | N
     """
     what = "the image" if name is None else f"image {name}"
     if height < 1 or width < 1:
-        raise ValueError(f"{what} is empty ({width}x{height} pixels)")
+        raise InputError(f"{what} is empty ({width}x{height} pixels)")
     target = _fit_target(spec, height, width)
     if target is None:
         return
@@ -184,14 +186,14 @@ def _as_tensor(image: str | os.PathLike | Image.Image | Tensor, check) -> Tensor
     if not isinstance(image, Tensor):
         raise TypeError(f"image must be a path, a PIL image or a tensor, got {type(image).__name__}")
     if image.dim() not in (3, 4) or image.shape[-3] not in (1, 3):
-        raise ValueError(f"image tensors must be (C, H, W) or (N, C, H, W) with C = 1 or 3, got {tuple(image.shape)}")
+        raise InputError(f"image tensors must be (C, H, W) or (N, C, H, W) with C = 1 or 3, got {tuple(image.shape)}")
     if not image.is_floating_point():
-        raise ValueError(f"image tensors must be floating point in [0, 1], got {image.dtype}")
+        raise InputError(f"image tensors must be floating point in [0, 1], got {image.dtype}")
     check(int(image.shape[-2]), int(image.shape[-1]))
     # min and max propagate NaN: no image-sized temporary (isfinite(image).all() holds ~6 bytes a value)
     low, high = torch.aminmax(image) if image.numel() else (image.new_zeros(()), image.new_zeros(()))
     if not bool(torch.isfinite(low) & torch.isfinite(high)):
-        raise ValueError("the image contains NaN or infinite values")
+        raise InputError("the image contains NaN or infinite values")
     if image.shape[-3] == 1:
         image = image.expand(*image.shape[:-3], 3, *image.shape[-2:])
     return image
@@ -211,7 +213,7 @@ def _fit(x: Tensor, size: tuple[int, int], resize_to: int | None, policy: str) -
 def fit_to_spec(image: Tensor, spec, resize: str = "crop", notes: dict | None = None) -> Tensor:
     """:func:`fit_to_model` given the input spec instead of the model."""
     if resize not in RESIZE_POLICIES:
-        raise ValueError(f"resize policy must be one of {', '.join(RESIZE_POLICIES)}, got {resize!r}")
+        raise InputError(f"resize policy must be one of {', '.join(RESIZE_POLICIES)}, got {resize!r}")
 
     def check(height: int, width: int, name: str | None = None) -> None:
         check_fit(height, width, spec, resize, name)

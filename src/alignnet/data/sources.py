@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import InputError
+
 __all__ = ["DATA_HELP", "dataset_from_spec"]
 
 DATA_HELP = (
@@ -34,11 +36,11 @@ def dataset_from_spec(spec: str, input_spec=None) -> Dataset | tuple[Tensor, Ten
         return fashion_mnist(arg or None, split="test")
     if kind == "cifar10":
         if not arg:
-            raise ValueError("--data cifar10:DIR needs the directory of the CIFAR-10 python batches")
+            raise InputError("--data cifar10:DIR needs the directory of the CIFAR-10 python batches")
         return cifar10(arg, train=False)
     if kind == "imagenet":
         if not arg:
-            raise ValueError("--data imagenet:DIR needs the validation folder (DIR/n01440764/*.JPEG, ...)")
+            raise InputError("--data imagenet:DIR needs the validation folder (DIR/n01440764/*.JPEG, ...)")
         return ImageNetVal(arg, input_spec)
     path = Path(spec)
     if path.suffix == ".npz":
@@ -46,6 +48,6 @@ def dataset_from_spec(spec: str, input_spec=None) -> Dataset | tuple[Tensor, Ten
             raise FileNotFoundError(f"no data file {path}")
         with np.load(path) as f:
             if "images" not in f or "labels" not in f:
-                raise ValueError(f"{path} needs arrays 'images' (N, C, H, W) and 'labels' (N,)")
+                raise InputError(f"{path} needs arrays 'images' (N, C, H, W) and 'labels' (N,)")
             return torch.from_numpy(f["images"]).float(), torch.from_numpy(f["labels"]).long()
-    raise ValueError(f"unknown --data {spec!r}: use embedded, fmnist[:DIR], cifar10:DIR, imagenet:DIR or a .npz file")
+    raise InputError(f"unknown --data {spec!r}: use embedded, fmnist[:DIR], cifar10:DIR, imagenet:DIR or a .npz file")

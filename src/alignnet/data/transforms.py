@@ -22,6 +22,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms import v2
 
+from ..errors import InputError
+
 __all__ = [
     "CorruptImageError",
     "augment_32",
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(InputError):
     """An image file that cannot be read; the message names the file."""
 
     def __init__(self, path: str | os.PathLike, reason: str) -> None:
@@ -59,7 +61,7 @@ def fashion_mnist_to_input(images: Tensor | np.ndarray) -> Tensor:
     if x.dtype != torch.uint8:
         raise TypeError(f"expected uint8 pixels, got {x.dtype}")
     if x.dim() not in (2, 3):
-        raise ValueError(f"expected (H, W) or (N, H, W) grey images, got shape {tuple(x.shape)}")
+        raise InputError(f"expected (H, W) or (N, H, W) grey images, got shape {tuple(x.shape)}")
     x = x.float().div_(255.0)
     x = torch.nn.functional.pad(x, (2, 2, 2, 2))
     return x.unsqueeze(-3).expand(*x.shape[:-2], 3, *x.shape[-2:]).contiguous()

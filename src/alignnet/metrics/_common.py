@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..attribution import Attributor, get_attributor
+from ..errors import InputError
 from ..layers import eval_mode
 
 __all__ = [
@@ -45,18 +46,18 @@ def as_tensors(dataset: Dataset | tuple[Tensor, Tensor] | Sequence, limit: int |
         subset = torch.utils.data.Subset(dataset, range(n))
         batches = list(DataLoader(subset, batch_size=256, shuffle=False))
         if not batches:
-            raise ValueError("the dataset is empty")
+            raise InputError("the dataset is empty")
         images = torch.cat([b[0] for b in batches])
         labels = torch.cat([torch.as_tensor(b[1]) for b in batches])
     images, labels = torch.as_tensor(images), torch.as_tensor(labels).long()
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     if images.dim() != 4 or labels.shape != (images.shape[0],):
-        raise ValueError(
+        raise InputError(
             f"expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} / {tuple(labels.shape)}"
         )
     if images.shape[0] == 0:
-        raise ValueError("the dataset is empty")
+        raise InputError("the dataset is empty")
     return images.float(), labels
 
 
@@ -161,7 +162,7 @@ def resolve_method(method: str | Attributor, model: nn.Module, method_config: di
     """``(name, attributor)`` from a registry name or a ready attributor."""
     if isinstance(method, Attributor):
         if method_config:
-            raise ValueError("method_config is only used with a method name, not with an attributor instance")
+            raise InputError("method_config is only used with a method name, not with an attributor instance")
         return method.name or type(method).__name__, method
     if not isinstance(method, str):
         raise TypeError(f"method must be a registry name or an Attributor, got {type(method).__name__}")

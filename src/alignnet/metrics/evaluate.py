@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ..attribution import attributor_parameters, check_forward_batch
+from ..errors import InputError
 from ..layers import eval_mode
 from ._common import (
     _json_default,
@@ -296,7 +297,7 @@ def _localisation(model, items: _Items, logits, name, attributor, protocol: Prot
     labels = items.labels()
     grids = make_grids(logits, labels, protocol.grid, protocol.n_grids, protocol.seed, protocol.confidence)
     if len(grids) == 0:
-        raise ValueError("no grid could be formed: too few correctly and confidently classified images per class")
+        raise InputError("no grid could be formed: too few correctly and confidently classified images per class")
     n = protocol.grid**2
     classes = labels.numpy()[grids]
     device = model_device(model)
@@ -445,7 +446,7 @@ def model_tags(specs: Sequence[str]) -> list[str]:
     ``runs/coda/model.safetensors`` -> ``bcos_model``, ``coda_model``). A model given twice is an error."""
     twice = sorted({s for s in specs if list(specs).count(s) > 1})
     if twice:
-        raise ValueError(f"model {', '.join(map(repr, twice))} given twice: each model is evaluated once")
+        raise InputError(f"model {', '.join(map(repr, twice))} given twice: each model is evaluated once")
     return unique_stems(specs) if len(specs) > 1 else [""]
 
 
@@ -654,7 +655,7 @@ def ablation_value(model: nn.Module, kind: str) -> float:
     for m in model.modules():
         if isinstance(m, cls):
             return float(getattr(m, attr))
-    raise ValueError(f"--ablation {kind}: the model has no {cls.__name__} to read {attr} from")
+    raise InputError(f"--ablation {kind}: the model has no {cls.__name__} to read {attr} from")
 
 
 def write_figures(out: Path, protocol: Protocol, models, results: dict, ablation: str | None) -> None:
@@ -744,7 +745,7 @@ def run_processes(job: EvaluationJob, processes: int, threads: int | None = None
     import torch.multiprocessing as mp
 
     if processes < 1:
-        raise ValueError(f"processes must be >= 1, got {processes}")
+        raise InputError(f"processes must be >= 1, got {processes}")
     threads = threads or max(1, torch.get_num_threads() // processes)
     with tempfile.TemporaryDirectory(prefix="alignnet-evaluate-") as tmp:
         init_file = os.path.join(tmp, "rendezvous")

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..attribution import Attributor
+from ..errors import InputError
 from ._common import save_result, work_dir
 
 __all__ = [
@@ -61,9 +62,9 @@ def make_grids(
     logits = torch.as_tensor(logits).float()
     labels = torch.as_tensor(labels).long()
     if logits.dim() != 2 or labels.shape != (logits.shape[0],):
-        raise ValueError(f"expected logits (N, K) and labels (N,), got {tuple(logits.shape)} / {tuple(labels.shape)}")
+        raise InputError(f"expected logits (N, K) and labels (N,), got {tuple(logits.shape)} / {tuple(labels.shape)}")
     if int(grid) < 1 or int(n_grids) < 0:
-        raise ValueError(f"grid must be >= 1 and n_grids >= 0, got {grid}, {n_grids}")
+        raise InputError(f"grid must be >= 1 and n_grids >= 0, got {grid}, {n_grids}")
     n = int(grid) ** 2
     probability = torch.sigmoid(logits.gather(1, labels[:, None])[:, 0])
     eligible = (logits.argmax(1) == labels) & (probability > float(confidence))
@@ -96,11 +97,11 @@ def tile_grids(images: Tensor, grid: int, rescale: bool = False) -> Tensor:
     """
     g = int(grid)
     if images.dim() != 5 or images.shape[1] != g * g:
-        raise ValueError(f"expected images (G, {g * g}, C, h, w), got {tuple(images.shape)}")
+        raise InputError(f"expected images (G, {g * g}, C, h, w), got {tuple(images.shape)}")
     if rescale:
         n_grids, n, c, h, w = images.shape
         if h % g or w % g:
-            raise ValueError(f"rescale needs image sides divisible by the grid ({g}), got {h}x{w}")
+            raise InputError(f"rescale needs image sides divisible by the grid ({g}), got {h}x{w}")
         small = F.interpolate(images.reshape(n_grids * n, c, h, w), size=(h // g, w // g), mode="bilinear",
                               align_corners=False, antialias=True)  # fmt: skip
         images = small.view(n_grids, n, c, h // g, w // g)
@@ -131,21 +132,21 @@ def localisation_scores(attributions: Tensor, cells: Tensor | np.ndarray, grid: 
     if a.dim() == 4:
         a = a.sum(1)
     if a.dim() != 3:
-        raise ValueError(f"attributions must be (N, H, W) or (N, C, H, W), got {tuple(a.shape)}")
+        raise InputError(f"attributions must be (N, H, W) or (N, C, H, W), got {tuple(a.shape)}")
     n, h, w = a.shape
     g = int(grid)
     if g < 1 or h % g or w % g:
-        raise ValueError(f"the maps ({h}x{w}) must split into {g}x{g} equal cells")
+        raise InputError(f"the maps ({h}x{w}) must split into {g}x{g} equal cells")
     cells = torch.as_tensor(cells, device=a.device).long()
     if cells.shape != (n,):
-        raise ValueError(f"cells must have shape ({n},), got {tuple(cells.shape)}")
+        raise InputError(f"cells must have shape ({n},), got {tuple(cells.shape)}")
     if bool(((cells < 0) | (cells >= g * g)).any()):
-        raise ValueError(f"cells must lie in [0, {g * g}), got {cells.min().item()}..{cells.max().item()}")
+        raise InputError(f"cells must lie in [0, {g * g}), got {cells.min().item()}..{cells.max().item()}")
     a = a.double()
     smooth = int(smooth)
     if smooth > 1:
         if smooth % 2 == 0:
-            raise ValueError(f"smooth must be odd (same-size output), got {smooth}")
+            raise InputError(f"smooth must be odd (same-size output), got {smooth}")
         a = F.avg_pool2d(a[:, None], smooth, stride=1, padding=smooth // 2, count_include_pad=True)[:, 0]
     positive = a.clamp_min(0)
     per_cell = positive.view(n, g, h // g, g, w // g).sum((2, 4)).flatten(1)  # (N, g*g) row-major

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..attribution import Attributor, EncodedModel, check_forward_batch, copies_per_pass
+from ..errors import InputError
 from ..layers import eval_mode
 from ._common import save_result, work_dir
 
@@ -36,7 +37,7 @@ ORDERS = ("least", "most")
 def removal_counts(n_pixels: int, fraction: float = 0.25, steps: int = 128) -> np.ndarray:
     """``(steps,)`` numbers of removed pixels: ``round(linspace(0, fraction * n_pixels, steps))``."""
     if not 0 < fraction <= 1 or int(steps) < 2:
-        raise ValueError(f"need 0 < fraction <= 1 and steps >= 2, got {fraction}, {steps}")
+        raise InputError(f"need 0 < fraction <= 1 and steps >= 2, got {fraction}, {steps}")
     return np.round(np.linspace(0, fraction * n_pixels, int(steps))).astype(np.int64)
 
 
@@ -62,10 +63,10 @@ def removal_ranks(attributions: Tensor, order: str = "least", seed: int = 0, fir
     would remove the top rows of a piecewise-constant map (GradCAM, occlusion, LIME) first.
     """
     if order not in ORDERS:
-        raise ValueError(f"order must be 'least' or 'most', got {order!r}")
+        raise InputError(f"order must be 'least' or 'most', got {order!r}")
     a = attributions.sum(1) if attributions.dim() == 4 else attributions
     if a.dim() != 3:
-        raise ValueError(f"attributions must be (N, H, W) or (N, C, H, W), got {tuple(attributions.shape)}")
+        raise InputError(f"attributions must be (N, H, W) or (N, C, H, W), got {tuple(attributions.shape)}")
     n, h, w = a.shape
     importance = a.reshape(n, h * w).double()
     if order == "most":
@@ -118,17 +119,17 @@ def removal_curves(
     ``fractions`` ``(steps,)`` removed fraction of pixels and ``probabilities`` ``(N, steps)``.
     """
     if order not in ORDERS:
-        raise ValueError(f"order must be 'least' or 'most', got {order!r}")
+        raise InputError(f"order must be 'least' or 'most', got {order!r}")
     forward_batch = check_forward_batch(forward_batch)
     if images.dim() != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        raise InputError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
     a = attributions.sum(1) if attributions.dim() == 4 else attributions
     n, _, h, w = images.shape
     if a.shape != (n, h, w):
-        raise ValueError(f"attributions {tuple(attributions.shape)} do not match images {tuple(images.shape)}")
+        raise InputError(f"attributions {tuple(attributions.shape)} do not match images {tuple(images.shape)}")
     targets = torch.as_tensor(targets, device=images.device).long()
     if targets.shape != (n,):
-        raise ValueError(f"targets must have shape ({n},), got {tuple(targets.shape)}")
+        raise InputError(f"targets must have shape ({n},), got {tuple(targets.shape)}")
     counts_np = removal_counts(h * w, fraction, steps)
     counts = torch.from_numpy(counts_np).to(images.device)
     rank = removal_ranks(a, order, seed, first).to(images.device)  # position of each pixel

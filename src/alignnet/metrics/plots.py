@@ -13,6 +13,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..layers import eval_mode
 from ._common import model_device
 
@@ -27,7 +28,7 @@ def plot_localisation_boxes(
     ``grid`` draws the score of a uniform map, ``1 / grid**2``, as a dashed line (None: no line).
     """
     if not scores:
-        raise ValueError("no scores to plot")
+        raise InputError("no scores to plot")
     names = list(scores)
     data = [np.asarray(scores[n], dtype=float) for n in names]
     fig = Figure(figsize=(1.1 * len(names) + 2, 3.6), layout="constrained")
@@ -50,7 +51,7 @@ def plot_pixel_removal(
 ) -> Figure:
     """Mean pixel-removal curves, ``{method: (fractions (S,), mean probability (S,))}``."""
     if not curves:
-        raise ValueError("no curves to plot")
+        raise InputError("no curves to plot")
     fig = Figure(figsize=(5, 3.6), layout="constrained")
     ax = fig.add_subplot()
     for name, (fractions, curve) in curves.items():
@@ -84,7 +85,7 @@ def plot_ablation(
     for name, ys in metrics.items():
         ys = np.asarray(ys, dtype=float)
         if ys.shape != values.shape:
-            raise ValueError(f"{name}: {ys.size} values for {values.size} settings")
+            raise InputError(f"{name}: {ys.size} values for {values.size} settings")
         ax.plot(values[order], ys[order], "o-", label=name)
     for name, (xs, ys) in (reference or {}).items():
         ax.plot(xs, ys, "s--", alpha=0.6, label=name)
@@ -131,7 +132,7 @@ def compare_figure(
     images = images[:max_images]
     n = images.shape[0]
     if n == 0:
-        raise ValueError("no images to show")
+        raise InputError("no images to show")
     device = model_device(model)
     images = images.to(device)
     if targets is None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+from ..errors import InputError
+
 __all__ = ["PRESETS", "Protocol", "get_preset", "list_presets"]
 
 METRICS = ("localisation", "pixel-removal")
@@ -44,15 +46,15 @@ class Protocol:
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+            raise InputError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.grid < 1 or self.n_grids < 1 or self.n_images < 1 or self.batch_size < 1 or self.shard_size < 0:
-            raise ValueError("grid, n_grids, n_images and batch_size must be >= 1 and shard_size >= 0")
+            raise InputError("grid, n_grids, n_images and batch_size must be >= 1 and shard_size >= 0")
         if self.smooth > 1 and self.smooth % 2 == 0:
-            raise ValueError(f"smooth must be odd (same-size output), got {self.smooth}")
+            raise InputError(f"smooth must be odd (same-size output), got {self.smooth}")
         if not 0 <= self.confidence < 1:
-            raise ValueError(f"confidence must be in [0, 1), got {self.confidence}")
+            raise InputError(f"confidence must be in [0, 1), got {self.confidence}")
         if not self.orders or any(o not in ("least", "most") for o in self.orders):
-            raise ValueError(f"orders must be least and/or most, got {self.orders!r}")
+            raise InputError(f"orders must be least and/or most, got {self.orders!r}")
         object.__setattr__(self, "orders", tuple(self.orders))
 
     def with_values(self, **values) -> Protocol:
@@ -116,5 +118,5 @@ def list_presets() -> list[str]:
 def get_preset(name: str) -> Protocol:
     """The preset ``name``; unknown names raise ``ValueError`` listing the known ones."""
     if name not in PRESETS:
-        raise ValueError(f"unknown evaluation preset {name!r} (known: {', '.join(list_presets())})")
+        raise InputError(f"unknown evaluation preset {name!r} (known: {', '.join(list_presets())})")
     return PRESETS[name]

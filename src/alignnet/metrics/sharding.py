@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError
+
 __all__ = [
     "RankInfo",
     "atomic_save_npz",
@@ -55,7 +57,7 @@ class RankInfo:
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank {self.rank} of {self.world_size}")
+            raise InputError(f"need 0 <= rank < world_size, got rank {self.rank} of {self.world_size}")
 
     @property
     def is_main(self) -> bool:
@@ -81,7 +83,7 @@ def _first_slurm_host(nodelist: str) -> str:
     """First host of a SLURM node list: ``"gpu[003-005,9],cpu1"`` -> ``"gpu003"``."""
     m = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
     if not m:
-        raise ValueError(f"cannot read the SLURM node list {nodelist!r}; set MASTER_ADDR")
+        raise InputError(f"cannot read the SLURM node list {nodelist!r}; set MASTER_ADDR")
     prefix, ranges = m.group(1), m.group(2)
     return prefix if not ranges else prefix + ranges.split(",")[0].split("-")[0]
 
@@ -142,7 +144,7 @@ def shard_ranges(n_items: int, unit: int, shard_size: int) -> list[tuple[int, in
     """``[(start, stop), ...]`` shards of ``n_items`` items, each ``shard_size`` rounded up to a multiple
     of ``unit`` (the attribution batch) so that shard boundaries are batch boundaries."""
     if n_items < 0 or unit < 1 or shard_size < 1:
-        raise ValueError(f"need n_items >= 0, unit >= 1, shard_size >= 1; got {n_items}, {unit}, {shard_size}")
+        raise InputError(f"need n_items >= 0, unit >= 1, shard_size >= 1; got {n_items}, {unit}, {shard_size}")
     size = -(-int(shard_size) // int(unit)) * int(unit)
     return [(s, min(s + size, n_items)) for s in range(0, n_items, size)]
 

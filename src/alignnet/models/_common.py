@@ -8,6 +8,7 @@ from functools import partial
 
 from torch import nn
 
+from ..errors import InputError
 from ..layers import BatchNormUncentered2d, BcosConv2d, LogitLayer
 
 __all__ = ["layer_types", "v2_logit_layer", "check_num_classes"]
@@ -15,7 +16,7 @@ __all__ = ["layer_types", "v2_logit_layer", "check_num_classes"]
 
 def check_num_classes(num_classes: int) -> int:
     if int(num_classes) != num_classes or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}")
+        raise InputError(f"num_classes must be an integer >= 2, got {num_classes}")
     return int(num_classes)
 
 
@@ -29,7 +30,7 @@ def layer_types(style: str, b: float = 2.0) -> tuple[Callable[..., nn.Module], C
         return partial(BcosConv2d, b=b), BatchNormUncentered2d
     if style == "v1":
         return partial(BcosConv2d, b=b, max_out=2, scale="v1"), None
-    raise ValueError(f"style must be 'v1' or 'v2', got {style!r}")
+    raise InputError(f"style must be 'v1' or 'v2', got {style!r}")
 
 
 def v2_logit_layer(

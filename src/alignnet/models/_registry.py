@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..errors import InputError
+
 __all__ = ["InputSpec", "create_model", "list_models", "register_model", "model_entrypoint", "annotate"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -51,11 +53,11 @@ class InputSpec:
 
     def __post_init__(self) -> None:
         if len(self.size) != 2 or min(self.size) < 1:
-            raise ValueError(f"input size must be (H, W) with positive entries, got {self.size}")
+            raise InputError(f"input size must be (H, W) with positive entries, got {self.size}")
         if self.style not in ("rgb", "fashion_mnist"):
-            raise ValueError(f"input style must be 'rgb' or 'fashion_mnist', got {self.style!r}")
+            raise InputError(f"input style must be 'rgb' or 'fashion_mnist', got {self.style!r}")
         if self.encoding not in ("add_inverse", "none"):
-            raise ValueError(f"input encoding must be 'add_inverse' or 'none', got {self.encoding!r}")
+            raise InputError(f"input encoding must be 'add_inverse' or 'none', got {self.encoding!r}")
         object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
 
     def to_dict(self) -> dict:
@@ -76,7 +78,7 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Decorator: register ``fn`` under its ``__name__`` (which must be new)."""
     name = fn.__name__
     if name in _MODELS:
-        raise ValueError(f"a model named {name!r} is already registered")
+        raise InputError(f"a model named {name!r} is already registered")
     _MODELS[name] = fn
     return fn
 
@@ -95,7 +97,7 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see alignnet.list_models()"
-        raise ValueError(f"unknown model {name!r}{hint}")
+        raise InputError(f"unknown model {name!r}{hint}")
     return _MODELS[name]
 
 
@@ -125,7 +127,7 @@ def create_model(name: str, pretrained: bool | str = False, **kwargs) -> nn.Modu
     params = inspect.signature(fn).parameters
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
-        raise ValueError(f"model {name!r} does not accept {unknown}; accepted arguments: {sorted(params)}")
+        raise InputError(f"model {name!r} does not accept {unknown}; accepted arguments: {sorted(params)}")
     if pretrained:
         return _create_pretrained(name, pretrained, kwargs)
     try:
@@ -143,12 +145,12 @@ def _create_pretrained(name: str, pretrained: bool | str, kwargs: dict) -> nn.Mo
 
     entry = default_weights(name) if pretrained is True else get_weights(str(pretrained))
     if entry.arch != name:
-        raise ValueError(f"the weights {entry.name!r} are for {entry.arch!r}, not {name!r}")
+        raise InputError(f"the weights {entry.name!r} are for {entry.arch!r}, not {name!r}")
     model = load_pretrained(entry.name)
     defaults = inspect.signature(model_entrypoint(name)).parameters
     differ = {k: v for k, v in kwargs.items() if model.model_args.get(k, defaults[k].default) != v}
     if differ:
-        raise ValueError(
+        raise InputError(
             f"the weights {entry.name!r} were trained with {model.model_args}; the arguments {differ} do not fit "
             "them (build with pretrained=False and load your own weights instead)"
         )

@@ -13,6 +13,7 @@ import math
 
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..layers import AddInverse, BcosConv2d, DAUConv2d, GlobalAvgPool2d, GlobalSumPool2d, LogitLayer
 from ._registry import PAPER_BCOS_V1, PAPER_CODA, annotate, register_model
 
@@ -49,7 +50,7 @@ B_ABLATION: dict[float, tuple[float, float]] = {
 def ablation_overrides(b: float) -> dict[str, float]:
     """``create_model`` overrides ``{b, scale, temperature}`` of the paper's B ablation table."""
     if float(b) not in B_ABLATION:
-        raise ValueError(f"the B ablation table has B in {sorted(B_ABLATION)}, got {b}")
+        raise InputError(f"the B ablation table has B in {sorted(B_ABLATION)}, got {b}")
     scale, temperature = B_ABLATION[float(b)]
     return {"b": float(b), "scale": scale, "temperature": temperature}
 
@@ -61,7 +62,7 @@ def _scaled(channels: int, width: float) -> int:
 def _check_width(width: float) -> float:
     width = float(width)
     if not width > 0 or not math.isfinite(width):
-        raise ValueError(f"width must be a positive number, got {width}")
+        raise InputError(f"width must be a positive number, got {width}")
     return width
 
 

@@ -14,6 +14,7 @@ import re
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..layers import LogitLayer
 from ._registry import create_model, model_entrypoint
 from .io import load_weights
@@ -134,7 +135,7 @@ def _resolve(name: str) -> str:
     if name in aliases:
         return aliases[name]
     model_entrypoint(name)  # unknown names: error with close matches
-    raise ValueError(f"{name!r} has no counterpart in the bcos package; convertible: {sorted(BCOS_NAMES)}")
+    raise InputError(f"{name!r} has no counterpart in the bcos package; convertible: {sorted(BCOS_NAMES)}")
 
 
 def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
@@ -195,7 +196,7 @@ def from_bcos(name: str, state_dict: dict[str, torch.Tensor], **overrides) -> nn
     state = {_rename(k, name not in STANDARD_NAMES): v for k, v in state_dict.items()}
     head = next(h for prefix, h in _FIND_CLASSES.items() if name.startswith(prefix))
     if head not in state or state[head].dim() < 1:
-        raise ValueError(
+        raise InputError(
             f"the state dict has no {head!r} (after renaming): it is not a bcos {entry} checkpoint{_hint(state_dict)}"
         )
     overrides.setdefault("num_classes", int(state[head].shape[0]))
@@ -206,7 +207,7 @@ def from_bcos(name: str, state_dict: dict[str, torch.Tensor], **overrides) -> nn
     try:
         load_weights(model, state, source=f"the bcos {entry} state dict")
     except ValueError as exc:
-        raise ValueError(f"{exc}{_hint(state_dict)}") from None
+        raise InputError(f"{exc}{_hint(state_dict)}") from None
     return model.eval()
 
 

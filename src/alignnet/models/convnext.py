@@ -26,6 +26,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..layers import AddInverse, BatchNormUncentered2d, BcosConv2d, DynamicLinear, GlobalAvgPool2d, LogitLayer
 from ._common import check_num_classes, v2_logit_layer
 from ._registry import PAPER_BCOS_V2, annotate, register_model
@@ -60,7 +61,7 @@ class PositionNorm2d(DynamicLinear):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.num_features:
-            raise ValueError(f"PositionNorm2d expects (N, {self.num_features}, H, W), got {tuple(x.shape)}")
+            raise InputError(f"PositionNorm2d expects (N, {self.num_features}, H, W), got {tuple(x.shape)}")
         var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
         if self.detach:
             var = var.detach()
@@ -77,7 +78,7 @@ class StochasticDepth(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"stochastic depth probability must be in [0, 1], got {p}")
+            raise InputError(f"stochastic depth probability must be in [0, 1], got {p}")
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..layers import AddInverse, GlobalAvgPool2d, LogitLayer
 from ._common import check_num_classes, layer_types, v2_logit_layer
 from ._registry import PAPER_BCOS_V1, PAPER_BCOS_V2, annotate, register_model
@@ -60,7 +61,7 @@ class BasicBlock(nn.Module):
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
-            raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
+            raise InputError("BasicBlock supports only groups=1 and width_per_group=64")
         self.conv1 = conv_layer(in_planes, planes, 3, stride=stride, padding=1)
         self.bn1 = _norm(norm_layer, planes)
         self.conv2 = conv_layer(planes, planes, 3, stride=1, padding=1)
@@ -138,7 +139,7 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         if len(layers) not in (3, 4):
-            raise ValueError(f"layers must list 3 or 4 stages, got {layers}")
+            raise InputError(f"layers must list 3 or 4 stages, got {layers}")
         self.encode = AddInverse()
         if small_inputs:
             self.conv1 = conv_layer(6, inplanes, 3, stride=1, padding=1)

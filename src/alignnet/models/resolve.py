@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 __all__ = ["DEFAULT_MODEL", "resolve_model", "is_trained"]
 
 DEFAULT_MODEL = "fmnist_bcos"
@@ -43,7 +45,7 @@ def resolve_model(
         model = load_pretrained(text, progress=progress)
     elif os.path.exists(text) or Path(text).suffix in (".safetensors", ".pt", ".pth"):
         if Path(text).suffix in (".pt", ".pth"):
-            raise ValueError(
+            raise InputError(
                 f"{text}: pickled checkpoints are not loaded directly; register it with "
                 "alignnet.register_weights(name, arch, file=..., sha256=...) or save it with alignnet.save_model"
             )
@@ -62,14 +64,14 @@ def resolve_model(
     else:
         close = difflib.get_close_matches(text, list_pretrained() + list_models(), n=4, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
+        raise InputError(
             f"model {text!r} is neither pretrained weights (alignnet models --pretrained), an existing file, "
             f"nor a registered architecture (alignnet models){hint}"
         )
     try:
         return model.to(device).eval()
     except (RuntimeError, AssertionError) as exc:
-        raise ValueError(f"cannot use device {device!r}: {exc}") from None
+        raise InputError(f"cannot use device {device!r}: {exc}") from None
 
 
 def is_trained(model: nn.Module) -> bool:

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..layers import AddInverse, BcosConv2d, BcosLinear, DynamicLinear, LayerNormUncentered, LayerNormUncentered2d
 from ._common import check_num_classes, v2_logit_layer
 from ._registry import PAPER_BCOS_V2, annotate, register_model
@@ -120,12 +121,12 @@ class Normalize(nn.Module):
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         if len(mean) != len(std):
-            raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
+            raise InputError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != len(self.mean):
-            raise ValueError(f"Normalize expects (N, {len(self.mean)}, H, W), got {tuple(x.shape)}")
+            raise InputError(f"Normalize expects (N, {len(self.mean)}, H, W), got {tuple(x.shape)}")
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)[None, :, None, None]
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device)[None, :, None, None]
         return (x - mean) / std
@@ -137,7 +138,7 @@ class Normalize(nn.Module):
 def sincos_embedding_2d(h: int, w: int, dim: int, temperature: float = 10000.0, device=None, dtype=None) -> Tensor:
     """Fixed 2D sin-cos position embedding ``(h*w, dim)`` (``dim`` divisible by 4), row-major tokens."""
     if dim % 4 or dim < 8:
-        raise ValueError(f"the sin-cos position embedding needs a dimension divisible by 4 and >= 8, got {dim}")
+        raise InputError(f"the sin-cos position embedding needs a dimension divisible by 4 and >= 8, got {dim}")
     y, x = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     omega = torch.arange(dim // 4, device=device) / (dim // 4 - 1)
     omega = 1.0 / temperature**omega
@@ -174,7 +175,7 @@ class Attention(DynamicLinear):
     def __init__(self, dim: int, heads: int, norm_layer, linear_layer) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+            raise InputError(f"dim ({dim}) must be divisible by heads ({heads})")
         self.heads, self.scale = heads, (dim // heads) ** -0.5
         self.norm = norm_layer(dim)
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
@@ -229,7 +230,7 @@ class _ToPatches(nn.Module):
         n, c, h, w = x.shape
         p = self.patch_size
         if h % p or w % p:
-            raise ValueError(f"image height and width must be multiples of the patch size {p}, got {h}x{w}")
+            raise InputError(f"image height and width must be multiples of the patch size {p}, got {h}x{w}")
         x = x.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
         return x.reshape(n, h // p, w // p, p * p * c)
 
@@ -329,7 +330,7 @@ _NORMS = {
 def _bcos_vit(size, conv_stem, num_classes, b, logit_bias, learn_logit_bias, norm) -> VisionTransformer:
     num_classes = check_num_classes(num_classes)
     if norm not in _NORMS:
-        raise ValueError(f"norm must be one of {sorted(_NORMS)}, got {norm!r}")
+        raise InputError(f"norm must be one of {sorted(_NORMS)}, got {norm!r}")
     norm_layer, norm2d_layer = _NORMS[norm]
     dim, depth, heads = SIZES[size]
 

@@ -37,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from .._version import __version__
+from ..errors import InputError
 from .backend import (
     DEFAULT_METHODS,
     MAX_METHODS,
@@ -83,7 +84,7 @@ class Limits:
 
     def __init__(self, max_pending: int, max_pixels: int) -> None:
         if max_pending < 1:
-            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+            raise InputError(f"max_pending must be >= 1, got {max_pending}")
         self.max_pending = max_pending
         self.max_pixels = max_pixels
         self.budget = PixelBudget(max_pixels)
@@ -114,7 +115,7 @@ def create_app(
         Largest image decoded, and the pixels that the decodes in progress may hold together.
     """
     if not models:
-        raise ValueError("the explorer needs at least one model")
+        raise InputError("the explorer needs at least one model")
     by_id = {m.id: m for m in models}
     if methods is None:
         from ..attribution import list_attributors

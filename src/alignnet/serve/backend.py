@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from ..data import fit_to_model, input_spec_of
 from ..data.prepare import ImageTooLargeError, check_fit
+from ..errors import InputError
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -74,7 +75,7 @@ MAX_METHODS = 4
 DEFAULT_MODELS = ("fmnist_bcos", "fmnist_coda")
 
 
-class UploadError(ValueError):
+class UploadError(InputError):
     """An upload that cannot be explained; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, message: str, status: int = 400) -> None:
@@ -92,7 +93,7 @@ class PixelBudget:
 
     def __init__(self, total: int = MAX_PIXELS) -> None:
         if total < 1:
-            raise ValueError(f"the pixel budget must be >= 1, got {total}")
+            raise InputError(f"the pixel budget must be >= 1, got {total}")
         self.total = int(total)
         self.used = 0
         self._cond = threading.Condition()
@@ -145,7 +146,7 @@ class ServedModel:
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
-            raise ValueError(f"replicas must be >= 1, got {self.replicas}")
+            raise InputError(f"replicas must be >= 1, got {self.replicas}")
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # explanations need input gradients only

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from ..errors import InputError
+
 __all__ = ["adaptive_clip_grad_", "unitwise_norm"]
 
 
@@ -26,7 +28,7 @@ def unitwise_norm(x: Tensor) -> Tensor:
 def adaptive_clip_grad_(parameters: Iterable[Tensor], clip_factor: float = 0.01, eps: float = 1e-3) -> None:
     """Clip every parameter's ``.grad`` in place, unit-wise, to ``clip_factor * max(||w_unit||, eps)``."""
     if not clip_factor > 0 or not eps > 0:
-        raise ValueError(f"clip_factor and eps must be positive, got {clip_factor} and {eps}")
+        raise InputError(f"clip_factor and eps must be positive, got {clip_factor} and {eps}")
     for p in parameters:
         if p.grad is None:
             continue

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from ..errors import InputError
+
 __all__ = [
     "DataConfig",
     "ModelConfig",
@@ -150,36 +152,36 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, option, where)
             except (TypeError, ValueError) as exc:
                 errors.append(str(exc))
-        raise ValueError(f"{where}: {value!r} is not a valid {hint}")
+        raise InputError(f"{where}: {value!r} is not a valid {hint}")
     if hint is Any:
         return value
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise ValueError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+            raise InputError(f"{where}: expected a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+            raise InputError(f"{where}: expected a mapping, got {value!r}")
         return {str(k): _parse_scalar(v) for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ValueError(f"{where}: expected true/false, got {value!r}")
+        raise InputError(f"{where}: expected true/false, got {value!r}")
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int | str):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
+            raise InputError(f"{where}: expected an integer, got {value!r}")
         return int(value)
     if hint is float:
         if isinstance(value, bool):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
+            raise InputError(f"{where}: expected a number, got {value!r}")
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: expected a number, got {value!r}") from None
+            raise InputError(f"{where}: expected a number, got {value!r}") from None
     if hint is str:
         if not isinstance(value, str):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
+            raise InputError(f"{where}: expected a string, got {value!r}")
         return value
     raise TypeError(f"{where}: unsupported type {hint}")
 
@@ -196,7 +198,7 @@ def _parse_scalar(v: Any) -> Any:
 
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
-        raise ValueError(f"{where or 'config'}: expected a mapping, got {data!r}")
+        raise InputError(f"{where or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -204,7 +206,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(names)}"
-            raise ValueError(f"unknown config key {where + '.' if where else ''}{key}{hint}")
+            raise InputError(f"unknown config key {where + '.' if where else ''}{key}{hint}")
         sub = f"{where}.{key}" if where else key
         if dataclasses.is_dataclass(hints[key]):
             kwargs[key] = _build(hints[key], value if value is not None else {}, sub)
@@ -245,7 +247,7 @@ def _validate(c: TrainConfig) -> None:
     ]
     for ok, message in checks:
         if not ok:
-            raise ValueError(message)
+            raise InputError(message)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -255,17 +257,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override {item!r} must look like section.key=value")
+            raise InputError(f"override {item!r} must look like section.key=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
         if not all(parts):
-            raise ValueError(f"override {item!r}: bad key {key!r}")
+            raise InputError(f"override {item!r}: bad key {key!r}")
         value = yaml.safe_load(raw) if raw.strip() else None
         node = data
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {p} is not a section")
+                raise InputError(f"override {item!r}: {p} is not a section")
         node[parts[-1]] = value
     return data
 
@@ -285,7 +287,7 @@ def load_preset(name: str) -> dict[str, Any]:
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown preset {name!r}{hint}; presets: {', '.join(names)}")
+        raise InputError(f"unknown preset {name!r}{hint}; presets: {', '.join(names)}")
     return yaml.safe_load(_configs_dir().joinpath(name + ".yaml").read_text()) or {}
 
 
@@ -297,9 +299,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML: {exc}") from None
+        raise InputError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of sections (model, data, optimizer, scheduler, trainer)")
+        raise InputError(f"{path} must hold a mapping of sections (model, data, optimizer, scheduler, trainer)")
     return data
 
 

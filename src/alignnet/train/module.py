@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._optional import require
+from ..errors import InputError
 from .config import ModelConfig, OptimizerConfig, SchedulerConfig
 
 L = require("lightning", "training (alignnet train)")
@@ -84,7 +85,7 @@ def _torchvision_weights(arch: str, spec: str):
         return weights_enum[spec.split(".")[-1]]
     except KeyError:
         names = ", ".join(w.name for w in weights_enum)
-        raise ValueError(f"init_from: {spec!r} is not a weights name of {arch}: {names}") from None
+        raise InputError(f"init_from: {spec!r} is not a weights name of {arch}: {names}") from None
 
 
 def load_initial_weights(model: nn.Module, spec: str) -> nn.Module:
@@ -109,7 +110,7 @@ def load_initial_weights(model: nn.Module, spec: str) -> nn.Module:
     try:
         from .. import load_pretrained
     except ImportError:
-        raise ValueError(f"init_from: {spec!r} is neither a file nor a torchvision weights name") from None
+        raise InputError(f"init_from: {spec!r} is neither a file nor a torchvision weights name") from None
     return load_weights(model, load_pretrained(spec).state_dict(), source=f"pretrained weights {spec}")
 
 
