@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..layers import GlobalAvgPool2d
 from ..layers._mode import non_detachable_modules
 from ..models.cifar import PlainCNN
@@ -205,7 +206,7 @@ def _require_global_pool(pool: nn.Module, name: str) -> None:
     """The recipe replaces the source's final pooling by the mean over every position after the classifier:
     that is the same function only for *global* average pooling (``AdaptiveAvgPool2d(1)``)."""
     if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size not in (1, (1, 1)):
-        raise ValueError(
+        raise InputError(
             f"module {name!r} ({pool}) is not global average pooling: B-cosification moves the classifier "
             "before a global average pool, so only AdaptiveAvgPool2d(1) can be the final pooling"
         )

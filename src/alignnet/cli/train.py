@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import InputError
+
 __all__ = ["add_arguments", "resolve_config", "run"]
 
 
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             print(name)
         return 0
     if args.preset is None and args.config is None and args.resume is None:
-        raise ValueError("give --preset NAME, --config FILE or --resume RUN (see --list-presets)")
+        raise InputError("give --preset NAME, --config FILE or --resume RUN (see --list-presets)")
     config = resolve_config(args)
     if args.print_config:
         import yaml
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     output = args.output
     if output is None:
         if args.resume is None:
-            raise ValueError("--output DIR is required")
+            raise InputError("--output DIR is required")
         output = args.resume if args.resume.is_dir() else args.resume.parent.parent
     from ..train.runner import train
 

@@ -28,6 +28,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 __all__ = ["save_model", "load_model", "load_weights", "module_configuration", "configuration_differences"]
 
 _NAME, _ARGS, _VERSION = "alignnet.model", "alignnet.args", "alignnet.version"
@@ -169,7 +171,7 @@ def _recorded_attributes(model: nn.Module, name: str, args: dict) -> dict[str, d
         else:
             recorded.setdefault(d.path, {})[d.attribute] = value
     if problems:
-        raise ValueError(
+        raise InputError(
             f"save_model cannot record this model: rebuilt from its name {name!r} and arguments it would differ "
             f"at {'; '.join(problems[:4])}{' ...' if len(problems) > 4 else ''}. A module replaced, added or removed "
             "after construction, or an attribute that is not a plain value, cannot be rebuilt: build the model "
@@ -198,7 +200,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, overwrite: bool = True
         )
     if name == "bcosified" and not isinstance(args.get("source"), dict):
         why = getattr(model, "source_problem", None) or "not a torchvision builder or an alignnet model"
-        raise ValueError(
+        raise InputError(
             f"this B-cosified model does not know its source architecture ({why}), so load_model could not "
             "rebuild it. B-cosify a source that records how it was built: alignnet.create_model(name, ...), "
             "alignnet.bcosification.build_source({'name': 'torchvision:<builder>', 'args': {...}}), or a "

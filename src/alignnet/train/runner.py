@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..errors import InputError
 from .callbacks import EpochTimer, ResumeHint
 from .config import DataConfig, TrainConfig, config_to_dict, save_config
 from .module import ClassifierModule, build_model
@@ -100,7 +101,7 @@ def check_slurm_launch(env: Mapping[str, str] | None = None) -> None:
     if int(tasks) > 1 and started != tasks:
         n_started = 1 if started is None else int(started)
         how = "this process was not started by srun" if started is None else f"srun started {started} of them"
-        raise ValueError(
+        raise InputError(
             f"this SLURM job has {tasks} tasks (SLURM_NTASKS) but {how}: Lightning would make this process rank "
             f"{env.get('SLURM_PROCID', '0')} of {tasks} and wait for the other {int(tasks) - n_started}, which never "
             "start. In the sbatch script start the training with srun (srun alignnet train ..., with "
@@ -114,7 +115,7 @@ def _check_disk_space(output_dir: Path, model: nn.Module, ema: bool) -> None:
     need = n_bytes * (3 + int(ema)) * 3 + n_bytes + 16 * 2**20
     free = shutil.disk_usage(output_dir).free
     if free < need:
-        raise ValueError(
+        raise InputError(
             f"not enough free disk space in {output_dir}: {free / 2**20:.0f} MiB free, "
             f"the checkpoints need about {need / 2**20:.0f} MiB"
         )
@@ -151,13 +152,13 @@ def build_datasets(config: DataConfig) -> tuple[Dataset, Dataset, int]:
         train, val, n_classes = data.load_embedded("train", augment=config.augment), data.load_embedded("test"), 10
     elif d == "cifar10":
         if config.root is None:
-            raise ValueError("data.root must name the directory with cifar-10-batches-py (--set data.root=PATH)")
+            raise InputError("data.root must name the directory with cifar-10-batches-py (--set data.root=PATH)")
         train = data.cifar10(config.root, train=True, augment=config.augment)
         val = data.cifar10(config.root, train=False)
         n_classes = 10
     else:
         if config.root is None:
-            raise ValueError("data.root must name the image folder (--set data.root=PATH)")
+            raise InputError("data.root must name the image folder (--set data.root=PATH)")
         train, val = data.image_folder(
             config.root, config.image_size, config.val_fraction, config.split_seed, config.strict
         )
@@ -245,7 +246,7 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
     L.seed_everything(tc.seed, workers=True, verbose=False)
     train_set, val_set, n_classes = build_datasets(config.data)
     if n_classes != config.model.num_classes:
-        raise ValueError(f"the data has {n_classes} classes but model.num_classes={config.model.num_classes}")
+        raise InputError(f"the data has {n_classes} classes but model.num_classes={config.model.num_classes}")
     # initial weights only for a fresh run: a resumed one gets everything from its checkpoint
     model = build_model(config.model, init_from=config.init_from if ckpt_path is None else None)
     _check_disk_space(output_dir, model, tc.ema_decay is not None)
