@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .._optional import require
+from ..errors import InputError
 from ._base import Attributor, check_forward_batch, copies_per_pass, register_attributor
 
 __all__ = ["LimeAttributor", "quickshift_segments"]
@@ -55,9 +56,9 @@ class LimeAttributor(Attributor):
     ) -> None:
         super().__init__(model, batch_size=batch_size)
         if int(n_samples) < 2:
-            raise ValueError(f"n_samples must be >= 2, got {n_samples}")
+            raise InputError(f"n_samples must be >= 2, got {n_samples}")
         if num_features is not None and int(num_features) < 1:
-            raise ValueError(f"num_features must be >= 1 or None, got {num_features}")
+            raise InputError(f"num_features must be >= 1 or None, got {num_features}")
         self.n_samples, self.kernel_size, self.seed = int(n_samples), float(kernel_size), int(seed)
         self.num_features = None if num_features is None else int(num_features)
         self.forward_batch = check_forward_batch(forward_batch)  # perturbed copies per pass; None: copies_per_pass

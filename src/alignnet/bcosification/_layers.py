@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..layers import AddInverse, BcosConv2d, BcosLinear
 from ..layers._mode import DynamicLinear
 
@@ -59,9 +60,9 @@ class InputEncoding(nn.Module):
     def __init__(self, mean: list[float], std: list[float]) -> None:
         super().__init__()
         if len(mean) != len(std) or not mean:
-            raise ValueError(f"mean and std need one value per image channel, got {mean} and {std}")
+            raise InputError(f"mean and std need one value per image channel, got {mean} and {std}")
         if not all(s > 0 for s in std):
-            raise ValueError(f"std values must be positive, got {std}")
+            raise InputError(f"std values must be positive, got {std}")
         self.add_inverse = AddInverse()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
@@ -71,7 +72,7 @@ class InputEncoding(nn.Module):
         to 1 (each pixel's ``x + (1-x)`` averaged), for constants that must stay attributable."""
         c = self.mean.numel()
         if x.dim() != 4 or x.shape[1] != c:
-            raise ValueError(f"expected images (N, {c}, H, W), got {tuple(x.shape)}")
+            raise InputError(f"expected images (N, {c}, H, W), got {tuple(x.shape)}")
         enc = self.add_inverse(x)
         pos, neg = enc[:, :c], enc[:, c:]
         m = self.mean.to(enc.dtype)[None, :, None, None]
@@ -104,7 +105,7 @@ class DetachableLayerNorm(DynamicLinear):
     def forward(self, x: Tensor) -> Tensor:
         dim = 1 if self.channels_first else -1
         if x.shape[dim] != self.num_features:
-            raise ValueError(
+            raise InputError(
                 f"DetachableLayerNorm expects {self.num_features} features in dim {dim}, got {tuple(x.shape)}"
             )
         if self.centered:
@@ -124,7 +125,7 @@ class DetachableGate(DynamicLinear):
     def __init__(self, kind: str = "gelu", approximate: str = "none") -> None:
         super().__init__()
         if kind not in ("gelu", "silu"):
-            raise ValueError(f"kind must be 'gelu' or 'silu', got {kind!r}")
+            raise InputError(f"kind must be 'gelu' or 'silu', got {kind!r}")
         self.kind, self.approximate = kind, approximate
 
     def forward(self, x: Tensor) -> Tensor:
@@ -151,16 +152,16 @@ class BcosifiedAttention(DynamicLinear):
     def __init__(self, embed_dim: int, num_heads: int, b: float = 2.0, dropout: float = 0.0, batch_first: bool = True):
         super().__init__()
         if embed_dim % num_heads:
-            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+            raise InputError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         self.embed_dim, self.num_heads, self.dropout, self.batch_first = embed_dim, num_heads, dropout, batch_first
         self.in_proj = BcosifiedLinear(embed_dim, 3 * embed_dim, b=b)
         self.out_proj = BcosifiedLinear(embed_dim, embed_dim, b=b)
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, need_weights: bool = False, **kwargs):
         if not (query is key and key is value):
-            raise ValueError("BcosifiedAttention supports self-attention only (query, key and value the same tensor)")
+            raise InputError("BcosifiedAttention supports self-attention only (query, key and value the same tensor)")
         if kwargs.get("attn_mask") is not None or kwargs.get("key_padding_mask") is not None:
-            raise ValueError("BcosifiedAttention does not support attention masks")
+            raise InputError("BcosifiedAttention does not support attention masks")
         x = query if self.batch_first else query.transpose(0, 1)
         n, length, _ = x.shape
         q, k, v = self.in_proj(x).view(n, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -178,7 +179,7 @@ class TokenPool(nn.Module):
     def __init__(self, mode: str = "mean") -> None:
         super().__init__()
         if mode not in ("mean", "cls"):
-            raise ValueError(f"token pooling must be 'mean' or 'cls', got {mode!r}")
+            raise InputError(f"token pooling must be 'mean' or 'cls', got {mode!r}")
         self.mode = mode
 
     def forward(self, x: Tensor) -> Tensor:

@@ -132,7 +132,7 @@ class BcosifiedNetwork(nn.Module):
     def set_b(self, b: float) -> None:
         """Set the alignment pressure of every B-cos layer (``b >= 1``)."""
         if not b >= 1:
-            raise ValueError(f"b must be >= 1, got {b}")
+            raise InputError(f"b must be >= 1, got {b}")
         for m in self.bcos_layers():
             m.b = float(b)
 
@@ -162,7 +162,7 @@ class _ViTBody(nn.Module):
         one = one.view(-1, 1, 1).to(x.dtype)
         x = torch.cat([self.class_token.expand(x.shape[0], -1, -1) * one, x], dim=1)
         if x.shape[1] != self.pos_embedding.shape[1]:
-            raise ValueError(f"the image gives {x.shape[1]} tokens, the ViT needs {self.pos_embedding.shape[1]}")
+            raise InputError(f"the image gives {x.shape[1]} tokens, the ViT needs {self.pos_embedding.shape[1]}")
         return self.ln(self.layers(self.dropout(x + self.pos_embedding * one)))
 
 
@@ -189,7 +189,7 @@ def _check_modules(model: nn.Module, trust: Sequence[type]) -> None:
 
     visit(model, "")
     if unknown:
-        raise ValueError(
+        raise InputError(
             "bcosify cannot convert these modules (not in the B-cosification recipe, so they could stay "
             "non-linear): " + ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "") + ". If a container's "
             "forward only combines its children linearly, pass trust=(ItsClass,)"
@@ -229,7 +229,7 @@ def _split_sequential(model: nn.Sequential) -> tuple[nn.Module, nn.Module]:
     if len(mods) >= 2 and isinstance(mods[-1], pools) and isinstance(mods[-2], nn.Conv2d):
         _require_global_pool(mods[-1], named[len(mods) - 1][0])
         return nn.Sequential(*mods[:-2]), mods[-2]
-    raise ValueError(
+    raise InputError(
         "cannot find the classifier of this nn.Sequential: it must end with global average pooling, "
         "Flatten and a Linear, or with a 1x1 Conv2d and global average pooling"
     )
@@ -260,7 +260,7 @@ def _split(model: nn.Module) -> tuple[nn.Module, nn.Module, str]:
         return nn.Sequential(OrderedDict(features=model.features, norm=norm)), linear, "maps"
     if name == "VisionTransformer":
         if hasattr(model.heads, "pre_logits"):
-            raise ValueError(
+            raise InputError(
                 "ViTs with a pre-logits layer (Linear + Tanh) are not supported: Tanh is not dynamic-linear"
             )
         return _ViTBody(model), model.heads.head, "tokens"
@@ -336,7 +336,7 @@ def _classifier_out(model: nn.Module) -> int:
     for m in reversed(list(model.modules())):
         if isinstance(m, nn.Linear):
             return m.out_features
-    raise ValueError("no Linear classifier found")
+    raise InputError("no Linear classifier found")
 
 
 def build_source(source: dict[str, Any]) -> nn.Module:
@@ -407,7 +407,7 @@ def bcosify(
     if not isinstance(model, nn.Module):
         raise TypeError(f"bcosify needs an nn.Module, got {type(model).__name__}")
     if not float(b) >= 1:
-        raise ValueError(f"b must be >= 1, got {b}")
+        raise InputError(f"b must be >= 1, got {b}")
     torchvision_model = type(model).__module__.startswith("torchvision.")
     mean = list(mean) if mean is not None else list(IMAGENET_MEAN if torchvision_model else [0.0] * image_channels)
     std = list(std) if std is not None else list(IMAGENET_STD if torchvision_model else [1.0] * image_channels)
@@ -440,7 +440,7 @@ def bcosify(
     bad = non_detachable_modules(net)
     leftover = [n for n, m in net.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
     if bad or leftover:
-        raise ValueError(f"bcosify left modules that are not dynamic-linear B-cos layers: {bad + leftover}")
+        raise InputError(f"bcosify left modules that are not dynamic-linear B-cos layers: {bad + leftover}")
     spec = _input_spec(model, input_spec, torchvision_model)
     net.input_spec = spec
     net.model_name = BCOSIFIED_NAME
@@ -482,7 +482,7 @@ def from_recipe(args: dict[str, Any]) -> BcosifiedNetwork:
     args = dict(args)
     source = args.pop("source", None)
     if not isinstance(source, dict) or "name" not in source:
-        raise ValueError("this B-cosified model does not record its source architecture, so it cannot be rebuilt")
+        raise InputError("this B-cosified model does not record its source architecture, so it cannot be rebuilt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the warnings were shown when the model was first converted
         return bcosify(build_source(source), **args)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..layers import BatchNormUncentered2d, LogitLayer
 from ._layers import BcosifiedAttention, BcosifiedConv2d, BcosifiedLinear, DetachableGate, DetachableLayerNorm
 
@@ -72,10 +73,10 @@ def expand_first_conv(root: nn.Module, image_channels: int = 3) -> nn.Conv2d:
     """
     found = next(((n, m) for n, m in root.named_modules() if isinstance(m, nn.Conv2d)), None)
     if found is None:
-        raise ValueError("the model has no Conv2d to take the [x, 1-x] input encoding")
+        raise InputError("the model has no Conv2d to take the [x, 1-x] input encoding")
     name, conv = found
     if conv.in_channels != image_channels or conv.groups != 1:
-        raise ValueError(
+        raise InputError(
             f"the first convolution {name!r} takes {conv.in_channels} channels (groups={conv.groups}); "
             f"B-cosification expects {image_channels} image channels and groups=1"
         )
@@ -111,7 +112,7 @@ def convert_norms(root: nn.Module, layer_norm: str = "centered") -> nn.Module:
     variance kept, mean and bias dropped); ``LayerNorm``/``LayerNorm2d`` -> :class:`DetachableLayerNorm`
     (weight kept, bias dropped; ``layer_norm="centered"`` keeps the mean subtraction, ``"uncentered"`` drops it)."""
     if layer_norm not in ("centered", "uncentered"):
-        raise ValueError(f"layer_norm must be 'centered' or 'uncentered', got {layer_norm!r}")
+        raise InputError(f"layer_norm must be 'centered' or 'uncentered', got {layer_norm!r}")
 
     def convert(_name: str, m: nn.Module) -> nn.Module | None:
         if isinstance(m, nn.BatchNorm2d):
@@ -124,7 +125,7 @@ def convert_norms(root: nn.Module, layer_norm: str = "centered") -> nn.Module:
             return new
         if isinstance(m, nn.LayerNorm):
             if len(m.normalized_shape) != 1:
-                raise ValueError(f"LayerNorm over {tuple(m.normalized_shape)} is not supported (one dimension only)")
+                raise InputError(f"LayerNorm over {tuple(m.normalized_shape)} is not supported (one dimension only)")
             channels_first = type(m).__name__ == "LayerNorm2d"  # torchvision.ops.misc / convnext
             new = DetachableLayerNorm(m.normalized_shape[0], m.eps, layer_norm == "centered", channels_first)
             if m.weight is not None:
@@ -137,7 +138,7 @@ def convert_norms(root: nn.Module, layer_norm: str = "centered") -> nn.Module:
 
 def _conv_args(conv: nn.Conv2d, name: str) -> tuple:
     if conv.dilation not in ((1, 1), 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-        raise ValueError(
+        raise InputError(
             f"cannot B-cosify {name!r}: {conv} (dilation, padding_mode other than zeros and string padding "
             "are not supported by B-cos convolutions)"
         )
@@ -152,14 +153,14 @@ def convert_to_bcos(root: nn.Module, b: float = 2.0) -> nn.Module:
     def convert(name: str, m: nn.Module) -> nn.Module | None:
         if isinstance(m, nn.MultiheadAttention):
             if not m._qkv_same_embed_dim or m.in_proj_bias is not None or m.out_proj.bias is not None:
-                raise ValueError(f"cannot B-cosify {name!r}: biased or key/value-dimension attention")
+                raise InputError(f"cannot B-cosify {name!r}: biased or key/value-dimension attention")
             new = BcosifiedAttention(m.embed_dim, m.num_heads, b, m.dropout, m.batch_first)
             new = new.to(m.in_proj_weight.device, m.in_proj_weight.dtype)
             _copy(new.in_proj.weight, m.in_proj_weight)
             _copy(new.out_proj.weight, m.out_proj.weight)
             return new
         if isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None:
-            raise ValueError(f"{name!r} still has a bias: remove biases before converting to B-cos")
+            raise InputError(f"{name!r} still has a bias: remove biases before converting to B-cos")
         if isinstance(m, nn.Conv2d):
             new = BcosifiedConv2d(*_conv_args(m, name)[:5], groups=m.groups, b=b)
         elif isinstance(m, nn.Linear):
@@ -180,7 +181,7 @@ def replace_max_pools(root: nn.Module) -> nn.Module:
     def convert(name: str, m: nn.Module) -> nn.Module | None:
         if isinstance(m, nn.MaxPool2d):
             if m.dilation not in (1, (1, 1)):
-                raise ValueError(f"cannot replace {name!r}: dilated max pooling")
+                raise InputError(f"cannot replace {name!r}: dilated max pooling")
             return nn.AvgPool2d(m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)
         return None
 
@@ -210,7 +211,7 @@ def linear_as_conv(linear: nn.Linear, kernel_size: tuple[int, int] = (1, 1)) -> 
     """A ``Linear`` on flattened ``(C, kh, kw)`` maps as the equivalent ``Conv2d(C, out, (kh, kw))``."""
     kh, kw = kernel_size
     if linear.in_features % (kh * kw):
-        raise ValueError(f"{linear} does not act on flattened {kh}x{kw} maps")
+        raise InputError(f"{linear} does not act on flattened {kh}x{kw} maps")
     conv = nn.Conv2d(linear.in_features // (kh * kw), linear.out_features, (kh, kw), bias=linear.bias is not None)
     _copy(conv.weight, linear.weight)
     if linear.bias is not None:
@@ -223,7 +224,7 @@ def classifier_to_conv(classifier: nn.Linear | nn.Conv2d, num_classes: int | Non
     average pooling ("GAP reorder"). ``num_classes`` other than the classifier's: a new random head."""
     if isinstance(classifier, nn.Conv2d):
         if classifier.kernel_size != (1, 1):
-            raise ValueError(f"the classifier convolution must be 1x1, got {classifier}")
+            raise InputError(f"the classifier convolution must be 1x1, got {classifier}")
         conv = classifier
     elif isinstance(classifier, nn.Linear):
         conv = linear_as_conv(classifier)
@@ -238,5 +239,5 @@ def classifier_to_conv(classifier: nn.Linear | nn.Conv2d, num_classes: int | Non
 def logit_bias(num_classes: int) -> LogitLayer:
     """Step 8: the fixed logit bias ``-log(C - 1)`` (the BCE prior of one class among C)."""
     if num_classes < 2:
-        raise ValueError(f"B-cosification needs at least 2 classes, got {num_classes}")
+        raise InputError(f"B-cosification needs at least 2 classes, got {num_classes}")
     return LogitLayer(bias=-math.log(num_classes - 1))

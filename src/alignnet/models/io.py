@@ -194,7 +194,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, overwrite: bool = True
 
     name, args = getattr(model, "model_name", None), getattr(model, "model_args", None)
     if not isinstance(name, str) or not isinstance(args, dict):
-        raise ValueError(
+        raise InputError(
             "save_model needs a model built by alignnet.create_model (it has no model_name/model_args); "
             "for other modules use safetensors.torch.save_file(model.state_dict(), path)"
         )
@@ -238,7 +238,7 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"{path} is not a readable safetensors file (corrupt or another format): {exc}") from None
+        raise InputError(f"{path} is not a readable safetensors file (corrupt or another format): {exc}") from None
     return metadata, tensors
 
 
@@ -250,15 +250,15 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str =
     expected = model.state_dict()
     for key, value in expected.items():
         if key not in state:
-            raise ValueError(f"{source} lacks tensor {key!r} of shape {tuple(value.shape)}: wrong architecture?")
+            raise InputError(f"{source} lacks tensor {key!r} of shape {tuple(value.shape)}: wrong architecture?")
         if state[key].shape != value.shape:
-            raise ValueError(
+            raise InputError(
                 f"tensor {key!r} has shape {tuple(state[key].shape)} in {source} but "
                 f"{tuple(value.shape)} in the model: wrong architecture or arguments?"
             )
     extra = [k for k in state if k not in expected]
     if extra:
-        raise ValueError(
+        raise InputError(
             f"{source} has tensor {extra[0]!r} of shape {tuple(state[extra[0]].shape)} that the model lacks "
             f"({len(extra)} unexpected in all): wrong architecture?"
         )
@@ -276,16 +276,16 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     path = Path(path)
     metadata, state = _read(path)
     if _NAME not in metadata or _ARGS not in metadata:
-        raise ValueError(
+        raise InputError(
             f"{path} is a safetensors file without alignnet metadata ({_NAME!r}, {_ARGS!r}); "
             "build the model with create_model and load the tensors with alignnet.models.io.load_weights"
         )
     try:
         args = json.loads(metadata[_ARGS])
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: the metadata {_ARGS!r} is not valid JSON: {exc}") from None
+        raise InputError(f"{path}: the metadata {_ARGS!r} is not valid JSON: {exc}") from None
     if not isinstance(args, dict):
-        raise ValueError(f"{path}: the metadata {_ARGS!r} must be a JSON object, got {type(args).__name__}")
+        raise InputError(f"{path}: the metadata {_ARGS!r} must be a JSON object, got {type(args).__name__}")
     model = _build(metadata[_NAME], args)
     _set_attributes(model, metadata, path)
     floating = {t.dtype for t in state.values() if t.is_floating_point()}
@@ -307,10 +307,10 @@ def _set_attributes(model: nn.Module, metadata: dict[str, str], path: Path) -> N
             for k, v in attrs.items():
                 current = vars(module).get(k, getattr(type(module), k, None))
                 if k.startswith("_") or not _plain(v) or not _plain(current):
-                    raise ValueError(f"{module_path}.{k} = {v!r} is not a plain attribute value")
+                    raise InputError(f"{module_path}.{k} = {v!r} is not a plain attribute value")
                 setattr(module, k, tuple(v) if isinstance(current, tuple) and isinstance(v, list) else v)
     except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: unusable attributes in the metadata {_ATTRS!r}: {exc}") from None
+        raise InputError(f"{path}: unusable attributes in the metadata {_ATTRS!r}: {exc}") from None
 
 
 def _restore_extras(model: nn.Module, metadata: dict[str, str], path: Path) -> None:
@@ -323,4 +323,4 @@ def _restore_extras(model: nn.Module, metadata: dict[str, str], path: Path) -> N
         if _SPEC in metadata:
             model.input_spec = InputSpec.from_dict(json.loads(metadata[_SPEC]))
     except (json.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
-        raise ValueError(f"{path}: unreadable class names or input spec in the metadata: {exc}") from None
+        raise InputError(f"{path}: unreadable class names or input spec in the metadata: {exc}") from None
