@@ -11,7 +11,8 @@ OUT=${1:-runs/sharded}
 shift || true
 PY=${PYTHON:-python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one torch thread per worker process
-ev() { "$PY" -m alignnet evaluate --data fmnist --processes "${PROCESSES:-2}" --quiet "$@"; }
+# --force: a round grows the previous round's result in the same folder (its shards are reused)
+ev() { "$PY" -m alignnet evaluate --data fmnist --processes "${PROCESSES:-2}" --quiet --force "$@"; }
 keep() { mkdir -p "$1_n$2" && cp "$1"/*.json "$1"/*.npz "$1_n$2/"; }
 loc() {  # localisation of method $1 on the first $2 grids (2 grids per step and per shard), models ${3:-bcos coda}
   for m in ${3:-bcos coda}; do

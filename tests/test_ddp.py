@@ -103,3 +103,32 @@ def test_slurm_launch_check_lets_real_launches_through():
     check_slurm_launch({**SBATCH_ENV, "SLURM_JOB_NAME": "interactive"})  # Lightning ignores SLURM there
     with pytest.raises(ValueError, match="srun started 2 of them: .* rank 0 of 4 and wait for the other 2"):
         check_slurm_launch({**SBATCH_ENV, "SLURM_NTASKS": "4", "SLURM_STEP_NUM_TASKS": "2"})
+
+
+def test_evaluation_ranks_refuse_an_sbatch_job_without_srun():
+    """``alignnet evaluate`` under sbatch --ntasks>1 without srun: rank 0 of 2 would wait for rank 1 (48 h)."""
+    from alignnet.errors import InputError
+    from alignnet.metrics.sharding import detect_ranks
+
+    with pytest.raises(InputError, match="was not started by srun.*wait for the other 1"):
+        detect_ranks(SBATCH_ENV)
+    info = detect_ranks({**SBATCH_ENV, "SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1"})  # srun started both
+    assert (info.rank, info.world_size, info.launcher) == (1, 2, "slurm")
+
+
+def test_ranks_on_one_gpu_join_a_gloo_group(monkeypatch):
+    """``--processes 2 --device cuda`` on a one-GPU machine: both ranks get cuda:0, which NCCL refuses; the
+    group only carries barriers, so it is gloo on every device."""
+    import torch.distributed as dist
+
+    from alignnet.metrics import sharding
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    devices = [sharding.shard_device("cuda", sharding.RankInfo(r, 2, r, "processes")) for r in range(2)]
+    assert devices == [torch.device("cuda", 0)] * 2
+    seen = {}
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: seen.setdefault("device", d))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: seen.setdefault("backend", backend))
+    assert sharding.init_process_group(sharding.RankInfo(1, 2, 1, "processes"), devices[1], "tcp://127.0.0.1:1")
+    assert seen == {"device": torch.device("cuda", 0), "backend": "gloo"}

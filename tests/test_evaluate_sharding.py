@@ -29,7 +29,7 @@ def test_ranks_from_torchrun_slurm_or_none():
     assert detect_ranks({}) == RankInfo()
     info = detect_ranks({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"})
     assert (info.rank, info.world_size, info.local_rank, info.launcher) == (3, 8, 1, "torchrun")
-    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "6", "SLURM_LOCALID": "2"}
+    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "6", "SLURM_LOCALID": "2", "SLURM_STEP_NUM_TASKS": "6"}  # srun
     assert detect_ranks(slurm) == RankInfo(5, 6, 2, "slurm")
     assert detect_ranks({**slurm, "RANK": "0", "WORLD_SIZE": "2"}).launcher == "torchrun"  # torchrun inside SLURM
     assert detect_ranks({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == RankInfo()

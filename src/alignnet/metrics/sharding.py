@@ -13,7 +13,7 @@ Where the ranks come from (:func:`detect_ranks`): ``torchrun`` / ``torch.distrib
 (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; also what SLURM jobs launched through torchrun see),
 SLURM's own variables (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``, as Lightning's
 environment detection reads them) for ``srun alignnet evaluate ...``, else a single process.
-The barrier is a ``torch.distributed`` process group (gloo on the CPU, nccl on CUDA).
+The barrier is a ``torch.distributed`` gloo process group, on the CPU and on CUDA alike (ranks may share a GPU).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 from ..errors import InputError
 
 __all__ = [
+    "check_slurm_launch",
     "RankInfo",
     "atomic_save_npz",
     "barrier",
@@ -75,8 +76,34 @@ def detect_ranks(env: Mapping[str, str] | None = None) -> RankInfo:
         rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
         return RankInfo(rank, world, int(env.get("LOCAL_RANK", 0)), "torchrun" if world > 1 else "single")
     if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        check_slurm_launch(env)  # ranks that sbatch announced but nobody started would be waited for
         return RankInfo(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)), "slurm")
     return RankInfo()
+
+
+def check_slurm_launch(env: Mapping[str, str] | None = None) -> None:
+    """Fail at start-up when SLURM announces ranks that were never started.
+
+    Lightning (training) and :func:`detect_ranks` (evaluation) take a process that sees ``SLURM_NTASKS`` (outside ``torchrun`` and interactive jobs) for
+    rank ``SLURM_PROCID`` of ``SLURM_NTASKS``. An sbatch script with several tasks that runs ``alignnet
+    train`` or ``alignnet evaluate`` without ``srun`` starts one process, which would then wait for the other ranks until the process
+    group times out. ``srun`` sets ``SLURM_STEP_NUM_TASKS`` (and ``SLURM_NTASKS``) to the number of tasks it
+    started, so the two differ exactly when ranks are missing.
+    """
+    env = os.environ if env is None else env
+    tasks = env.get("SLURM_NTASKS")
+    if "TORCHELASTIC_RUN_ID" in env or tasks is None or env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return  # torchrun's ranks, or not a SLURM launch for Lightning
+    started = env.get("SLURM_STEP_NUM_TASKS")
+    if int(tasks) > 1 and started != tasks:
+        n_started = 1 if started is None else int(started)
+        how = "this process was not started by srun" if started is None else f"srun started {started} of them"
+        raise InputError(
+            f"this SLURM job has {tasks} tasks (SLURM_NTASKS) but {how}: this process would be rank "
+            f"{env.get('SLURM_PROCID', '0')} of {tasks} and wait for the other {int(tasks) - n_started}, which never "
+            "start. In the sbatch script start the command with srun (srun alignnet train|evaluate ..., with "
+            "--ntasks-per-node equal to --devices; docs/training.md), or ask SLURM for a single task"
+        )
 
 
 def _first_slurm_host(nodelist: str) -> str:
@@ -97,7 +124,7 @@ def shard_device(device: str | torch.device, info: RankInfo) -> torch.device:
 
 
 def init_process_group(info: RankInfo, device: torch.device, init_method: str | None = None) -> bool:
-    """Join the ``torch.distributed`` group of the run (gloo on the CPU, nccl on CUDA); False for one process.
+    """Join the ``torch.distributed`` (gloo) group of the run; False for one process.
 
     ``init_method`` defaults to ``env://`` (torchrun's ``MASTER_ADDR``/``MASTER_PORT``); under SLURM
     without them the first node of ``SLURM_NODELIST`` and a port derived from ``SLURM_JOB_ID`` are used.
@@ -111,11 +138,12 @@ def init_process_group(info: RankInfo, device: torch.device, init_method: str | 
     if init_method is None and info.launcher == "slurm":
         os.environ.setdefault("MASTER_ADDR", _first_slurm_host(os.environ.get("SLURM_NODELIST", "127.0.0.1")))
         os.environ.setdefault("MASTER_PORT", str(15000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
-    backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    # gloo even on CUDA: the group only provides barriers (results go through files), and NCCL refuses two ranks
+    # on one GPU ("--processes 2 --device cuda" on a one-GPU machine), which gloo does not care about
     dist.init_process_group(
-        backend,
+        "gloo",
         init_method=init_method or "env://",
         rank=info.rank,
         world_size=info.world_size,

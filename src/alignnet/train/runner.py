@@ -21,7 +21,7 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..errors import InputError
+from ..metrics.sharding import check_slurm_launch
 from .callbacks import EpochTimer, ResumeHint
 from .config import DataConfig, TrainConfig, config_to_dict, save_config
 from .module import ClassifierModule, build_model
@@ -81,31 +82,6 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
         raise FileExistsError(
             f"{output_dir} already holds a run ({ckpts[0].name}); resume it with --resume {output_dir}, "
             "choose another --output or pass --overwrite"
-        )
-
-
-def check_slurm_launch(env: Mapping[str, str] | None = None) -> None:
-    """Fail at start-up when SLURM announces ranks that were never started.
-
-    Lightning takes a process that sees ``SLURM_NTASKS`` (outside ``torchrun`` and interactive jobs) for
-    rank ``SLURM_PROCID`` of ``SLURM_NTASKS``. An sbatch script with several tasks that runs ``alignnet
-    train`` without ``srun`` starts one process, which would then wait for the other ranks until the process
-    group times out. ``srun`` sets ``SLURM_STEP_NUM_TASKS`` (and ``SLURM_NTASKS``) to the number of tasks it
-    started, so the two differ exactly when ranks are missing.
-    """
-    env = os.environ if env is None else env
-    tasks = env.get("SLURM_NTASKS")
-    if "TORCHELASTIC_RUN_ID" in env or tasks is None or env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
-        return  # torchrun's ranks, or not a SLURM launch for Lightning
-    started = env.get("SLURM_STEP_NUM_TASKS")
-    if int(tasks) > 1 and started != tasks:
-        n_started = 1 if started is None else int(started)
-        how = "this process was not started by srun" if started is None else f"srun started {started} of them"
-        raise InputError(
-            f"this SLURM job has {tasks} tasks (SLURM_NTASKS) but {how}: Lightning would make this process rank "
-            f"{env.get('SLURM_PROCID', '0')} of {tasks} and wait for the other {int(tasks) - n_started}, which never "
-            "start. In the sbatch script start the training with srun (srun alignnet train ..., with "
-            "--ntasks-per-node equal to --devices; docs/training.md), or ask SLURM for a single task"
         )
 
 
