@@ -19,6 +19,7 @@ __all__ = [
     "create_model",
     "explain",
     "explanation_mode",
+    "finetune",
     "list_models",
     "list_pretrained",
     "load_pretrained",
@@ -27,3 +28,12 @@ __all__ = [
     "register_weights",
     "save_model",
 ]
+
+
+def finetune(source, data_dir, output, **kwargs):
+    """Fine-tune ``source`` (a pretrained-weights name or a ``.safetensors`` model) on the image folder
+    ``data_dir`` with new classes; see :func:`alignnet.train.finetune.finetune` (needs the ``train`` extra:
+    Lightning is imported only when this is called)."""
+    from .train.finetune import finetune as _finetune
+
+    return _finetune(source, data_dir, output, **kwargs)

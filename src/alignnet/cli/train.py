@@ -5,6 +5,8 @@ Examples::
     alignnet train --preset fmnist-bcos --output runs/fmnist-bcos
     alignnet train --preset bcos-cifar10-9l --set data.root=~/data --set model.args.b=1.5 --output runs/b15
     alignnet train --resume runs/b15                    # continue an interrupted run
+    alignnet train --data imagefolder:photos --init-from fmnist_bcos -o runs/mine   # fine-tune on your classes
+    alignnet train --data imagefolder:photos --init-from runs/x/model.safetensors --freeze-backbone -o runs/probe
     alignnet train --preset imagenet-bcos-resnet50 --set data.root=/imagenet --devices 4 --strategy ddp -o runs/r50
 """
 
@@ -34,6 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override one value, e.g. optimizer.lr=1e-3 or model.args.b=1.5 (repeatable)",
     )
     src.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    ft = parser.add_argument_group("fine-tuning (without --preset/--config: the finetune preset)")
+    ft.add_argument(
+        "--data", metavar="imagefolder:DIR", help="train on DIR/<class>/<image> (or DIR/train + DIR/val)"
+    )
+    ft.add_argument(
+        "--init-from", metavar="NAME_OR_FILE", help="start from a pretrained-weights name or a .safetensors model"
+    )
+    ft.add_argument("--freeze-backbone", action="store_true", help="train only the new head (a linear probe)")
     src.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     run_g = parser.add_argument_group("run")
     run_g.add_argument("-o", "--output", type=Path, help="run directory (checkpoints, metrics, config, model)")
@@ -61,8 +71,19 @@ def resolve_config(args: argparse.Namespace):
         data = load_config(saved)
     if args.preset:
         data = load_preset(args.preset)
+    elif args.config is None and args.resume is None and (args.data or args.init_from):
+        data = load_preset("finetune")
     if args.config:
         data = _merge(data, load_config(args.config))
+    data_dir = None
+    if args.data is not None:
+        kind, _, data_dir = args.data.partition(":")
+        if kind != "imagefolder" or not data_dir:
+            raise InputError(f"--data {args.data!r}: use imagefolder:DIR (DIR/<class>/<image>)")
+    if data_dir is not None or args.init_from is not None:
+        from ..train.finetune import finetune_settings
+
+        data = finetune_settings(data, args.init_from, data_dir)
     shortcuts = []
     for flag, key in (
         ("epochs", "trainer.epochs"),
@@ -76,6 +97,8 @@ def resolve_config(args: argparse.Namespace):
             shortcuts.append(f"{key}={value}")
     if args.strict:
         shortcuts.append("data.strict=true")
+    if args.freeze_backbone:
+        shortcuts.append("model.freeze_backbone=true")
     if args.no_progress:
         shortcuts.append("trainer.progress_bar=false")
     return config_from_dict(apply_overrides(data, shortcuts + list(args.overrides)))
@@ -95,8 +118,10 @@ def run(args: argparse.Namespace) -> int:
         for name in list_presets():
             print(name)
         return 0
-    if args.preset is None and args.config is None and args.resume is None:
-        raise InputError("give --preset NAME, --config FILE or --resume RUN (see --list-presets)")
+    if args.preset is None and args.config is None and args.resume is None and not (args.data or args.init_from):
+        raise InputError(
+            "give --preset NAME, --config FILE, --resume RUN (see --list-presets) or --data imagefolder:DIR"
+        )
     config = resolve_config(args)
     if args.print_config:
         import yaml

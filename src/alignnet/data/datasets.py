@@ -374,6 +374,18 @@ def _open_rgb_or_raise(path: str) -> Image.Image:
         raise CorruptImageError(path, str(exc) or type(exc).__name__) from None
 
 
+def _folder_train_transform(image_size: int):
+    """At 32-ish pixels: the evaluation transform (images of any size fitted to ``image_size``, as at test
+    time) then random crop (padding 4) + flip; larger: :func:`train_transform` (random resized crop)."""
+    if image_size > 64:
+        return train_transform(image_size)
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [eval_transform(image_size), v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()]
+    )
+
+
 def image_folder(
     root: str | os.PathLike,
     image_size: int = 224,
@@ -389,8 +401,8 @@ def image_folder(
         Either ``root/train/<class>/*`` and ``root/val/<class>/*`` (``val_fraction=None``), or
         ``root/<class>/*`` split at random with ``val_fraction`` and ``seed``.
     image_size:
-        32-ish: random crop (padding 4) + flip; larger: random resized crop + flip (training) and
-        resize + centre crop (validation). No mean/std normalisation.
+        32-ish: resize + centre crop to ``image_size``, then random crop (padding 4) + flip; larger: random
+        resized crop + flip (training) and resize + centre crop (validation). No mean/std normalisation.
     strict:
         Raise on the first unreadable image instead of skipping it with a warning.
 
@@ -409,14 +421,14 @@ def image_folder(
             raise FileNotFoundError(
                 f"{root} needs train/ and val/ sub-folders (or give a validation fraction to split {root}/<class>/*)"
             )
-        train = SafeImageFolder(train_dir, train_transform(image_size), strict)
+        train = SafeImageFolder(train_dir, _folder_train_transform(image_size), strict)
         val = SafeImageFolder(val_dir, eval_transform(image_size), strict)
         if train.classes != val.classes:
             raise InputError(f"train/ and val/ of {root} have different class folders")
         return train, val
     if not 0 < val_fraction < 1:
         raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    train_all = SafeImageFolder(root, train_transform(image_size), strict)
+    train_all = SafeImageFolder(root, _folder_train_transform(image_size), strict)
     val_all = SafeImageFolder(root, eval_transform(image_size), strict)
     n = len(train_all)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()

@@ -3,8 +3,8 @@
 Presets are YAML files in ``alignnet/configs/`` named after the paper experiments
 (``bcos-cifar10-9l``, ``coda-cifar10-9l-sq``, ``imagenet-bcos-resnet50``) and our Fashion-MNIST
 runs (``fmnist-bcos``, ``fmnist-coda``, ``fmnist-cnn``) and the B-cosification fine-tuning runs
-(``bcosify-fmnist``, ``bcosify-imagenet-resnet50``). Every value can be overridden with
-``--set section.key=value`` (the value is parsed as YAML: ``1e-3``, ``true``, ``[1, 2]``, ``null``).
+(``bcosify-fmnist``, ``bcosify-imagenet-resnet50``) and ``finetune`` (a pretrained model on an image folder).
+Every value can be overridden with ``--set section.key=value`` (the value is parsed as YAML: ``1e-3``, ``true``, ``[1, 2]``, ``null``).
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "bcos_cifar10_9l"
+    # None: the architecture (name and arguments) of the model that init_from names (fine-tuning)
+    name: str | None = "bcos_cifar10_9l"
     # keyword arguments of create_model (architecture overrides such as b, width, temperature)
     args: dict[str, Any] = field(default_factory=dict)
-    num_classes: int = 10
+    num_classes: int | None = 10  # None: the number of classes of the data
     # B-cos v1 B ablation: take each layer's scale and the logit temperature for args["b"]
     # from the paper's table (docs/models.md#b-ablation) instead of the layer defaults
     paper_ablation: bool = False
@@ -52,6 +53,11 @@ class ModelConfig:
     # b_warmup_epochs, mean, std, ...); the model named above (a baseline, a registry name or
     # "torchvision:<builder>") is built, initialised from TrainConfig.init_from, then B-cosified
     bcosify: dict[str, Any] | None = None
+    # fine-tuning (docs/training.md#fine-tuning-on-your-own-images): initialise everything but the head from
+    # init_from and re-initialise the head (the layers whose shape depends on num_classes, and the logit bias,
+    # set to the 1-in-K prior under BCE); None: a new head when init_from's classes differ from the data's
+    new_head: bool | None = None
+    freeze_backbone: bool = False  # train the head only (a linear probe on the pretrained features)
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class OptimizerConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
+    head_lr: float | None = None  # the head's learning rate (fine-tuning); None: lr, as for the rest
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,9 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    epochs: int = 100
+    epochs: int | None = 100  # None: from the training set's size (fine-tuning; runner.auto_epochs)
+    # stop when val_acc has not improved for this many epochs (Lightning's EarlyStopping); None: never
+    early_stopping_patience: int | None = None
     accumulate_grad_batches: int = 1  # "virtual batch": one optimiser step every N batches
     precision: str = "32-true"  # 16-mixed / bf16-mixed for AMP
     ema_decay: float | None = None  # exponential moving average of the weights, e.g. 0.999
@@ -144,6 +153,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
+        real = [o for o in options if o is not type(None)]
+        if len(real) == 1:  # "X | None": X's own message ("expected an integer")
+            return _coerce(value, real[0], where)
         errors = []
         for option in options:
             if option is type(None):
@@ -234,7 +246,17 @@ def _validate(c: TrainConfig) -> None:
             "scheduler.name must be cosine, v1_cosine, step or constant",
         ),
         (c.optimizer.lr > 0, "optimizer.lr must be > 0"),
-        (c.trainer.epochs >= 1, "trainer.epochs must be >= 1"),
+        (c.trainer.epochs is None or c.trainer.epochs >= 1, "trainer.epochs must be >= 1 or null"),
+        (c.optimizer.head_lr is None or c.optimizer.head_lr > 0, "optimizer.head_lr must be > 0 or null"),
+        (c.model.num_classes is None or c.model.num_classes >= 2, "model.num_classes must be >= 2 or null"),
+        (
+            c.trainer.early_stopping_patience is None or c.trainer.early_stopping_patience >= 1,
+            "trainer.early_stopping_patience must be >= 1 or null",
+        ),
+        (
+            c.model.bcosify is None or not (c.model.freeze_backbone or c.model.new_head),
+            "model.freeze_backbone and model.new_head are for fine-tuning, not with model.bcosify",
+        ),
         (c.data.batch_size >= 1, "data.batch_size must be >= 1"),
         (c.trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1"),
         (c.trainer.ema_decay is None or 0 < c.trainer.ema_decay < 1, "trainer.ema_decay must be in (0, 1) or null"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,9 @@ def build_model(config: ModelConfig, init_from: str | None = None) -> nn.Module:
 
 
 def _is_file(spec: str) -> bool:
-    return spec.endswith(".safetensors") or Path(spec).is_file()
+    from .finetune import is_file_spec
+
+    return is_file_spec(spec)
 
 
 def _saved_model_name(spec: str) -> str | None:
@@ -165,11 +168,22 @@ class ClassifierModule(L.LightningModule):
         scheduler: SchedulerConfig,
         epochs: int,
         agc: tuple[float, float] | None = None,
+        head: Collection[str] = (),
     ) -> None:
         super().__init__()
         self.model = model
         self.optimizer_config, self.scheduler_config, self.epochs = optimizer, scheduler, epochs
         self.agc = agc  # (clip_factor, eps) of adaptive gradient clipping, or None
+        self.head = frozenset(head)  # state-dict keys of the head (optimizer.head_lr applies to them)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:  # a frozen backbone (linear probe) keeps its normalisation statistics too
+            for m in self.model.modules():
+                params = list(m.parameters(recurse=False))
+                if getattr(m, "track_running_stats", False) and params and not any(p.requires_grad for p in params):
+                    m.eval()
+        return self
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.agc is not None:
@@ -215,7 +229,10 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> Tensor | None:
         loss = self._step(batch, "train")
         if loss is not None:
-            self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+            groups = self.optimizers().param_groups
+            self.log("lr", groups[0]["lr"], on_step=True, on_epoch=False)
+            if len(groups) > 1:
+                self.log("head_lr", groups[-1]["lr"], on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -224,7 +241,14 @@ class ClassifierModule(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.optimizer_config
         cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-        opt = cls(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
+        groups = [
+            {"params": [p for n, p in params if n not in self.head], "lr": cfg.lr},
+            {"params": [p for n, p in params if n in self.head], "lr": head_lr},
+        ]
+        groups = [g for g in groups if g["params"]]
+        opt = cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         steps_per_epoch = self.trainer.estimated_stepping_batches / max(self.trainer.max_epochs, 1)
         schedule = LRSchedule(self.scheduler_config, cfg.lr, self.epochs, steps_per_epoch)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)

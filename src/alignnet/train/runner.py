@@ -13,6 +13,7 @@ Output directory layout::
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -35,6 +36,7 @@ from ..errors import InputError
 from ..metrics.sharding import check_slurm_launch
 from .callbacks import EpochTimer, ResumeHint
 from .config import DataConfig, TrainConfig, config_to_dict, save_config
+from .finetune import auto_epochs, freeze_backbone, head_tensor_names, init_backbone, resolve_model_config
 from .module import ClassifierModule, build_model
 
 __all__ = [
@@ -221,10 +223,32 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
         torch.set_num_threads(tc.num_threads)
     L.seed_everything(tc.seed, workers=True, verbose=False)
     train_set, val_set, n_classes = build_datasets(config.data)
-    if n_classes != config.model.num_classes:
+    if config.model.num_classes is not None and n_classes != config.model.num_classes:
         raise InputError(f"the data has {n_classes} classes but model.num_classes={config.model.num_classes}")
-    # initial weights only for a fresh run: a resumed one gets everything from its checkpoint
-    model = build_model(config.model, init_from=config.init_from if ckpt_path is None else None)
+    class_names = getattr(train_set, "classes", None)
+    # initial weights only for a fresh run: a resumed one gets everything from its checkpoint (and its
+    # config.yaml holds the resolved architecture, class count, head decision and epochs)
+    init_from = config.init_from if ckpt_path is None else None
+    model_config, source = resolve_model_config(config.model, init_from, n_classes, class_names)
+    model = build_model(model_config, init_from=None if source is not None else init_from)
+    head: frozenset[str] = frozenset()
+    if model_config.bcosify is None and not model_config.name.startswith("torchvision:"):
+        if source is not None or model_config.freeze_backbone or config.optimizer.head_lr is not None:
+            head = head_tensor_names(model_config.name, model_config.args, model_config.num_classes)
+    if source is not None:
+        init_backbone(model, source, head)
+    if model_config.freeze_backbone:
+        freeze_backbone(model, head)
+    if class_names is not None and len(class_names) == n_classes:
+        model.class_names = tuple(class_names)  # saved in model.safetensors (alignnet explain prints them)
+    if config.data.dataset == "image_folder":  # how alignnet explain/evaluate must prepare an image
+        from ..models import InputSpec
+
+        size = config.data.image_size
+        model.input_spec = InputSpec(size=(size, size), resize=round(size * 8 / 7) if size > 64 else None)
+    epochs = tc.epochs if tc.epochs is not None else auto_epochs(len(train_set))
+    config = dataclasses.replace(config, model=model_config, trainer=dataclasses.replace(tc, epochs=epochs))
+    tc = config.trainer
     _check_disk_space(output_dir, model, tc.ema_decay is not None)
     if _is_rank_zero():
         save_config(config, output_dir / "config.yaml")
@@ -240,7 +264,7 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
     val_loader = DataLoader(val_set, shuffle=False, **loader_kw)
 
     agc = (tc.agc_clip_factor, tc.agc_eps) if tc.agc_clip_factor is not None else None
-    module = ClassifierModule(model, config.optimizer, config.scheduler, tc.epochs, agc=agc)
+    module = ClassifierModule(model, config.optimizer, config.scheduler, tc.epochs, agc=agc, head=head)
     ckpt_dir = output_dir / "checkpoints"
     cbs: list[Any] = [
         ModelCheckpoint(
@@ -258,6 +282,10 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
     ]
     if tc.ema_decay is not None:
         cbs.append(EMAWeightAveraging(decay=tc.ema_decay))
+    if tc.early_stopping_patience is not None:
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        cbs.append(EarlyStopping(monitor="val_acc", mode="max", patience=tc.early_stopping_patience))
     cbs.extend(callbacks)
     loggers: list[Any] = [CSVLogger(save_dir=str(output_dir), name="", version="")]
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
@@ -308,6 +336,8 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
         export_model(module.model.cpu(), output_dir / "model.safetensors")
         summary = {
             "model": config.model.name,
+            "init_from": config.init_from if ckpt_path is None else None,
+            "trainable_parameters": sum(p.numel() for p in module.model.parameters() if p.requires_grad),
             "model_args": dict(config.model.args),
             "parameters": sum(p.numel() for p in module.model.parameters()),
             "train_images": len(train_set),
