@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import AddInverse, LogitLayer, eval_mode, explanation_mode
+from ..layers.encoding import recording_encodings
 
 __all__ = [
     "Explanation",
@@ -81,6 +82,39 @@ class Explanation:
         return self.inputs.shape[0]
 
 
+def _compiled_original(model: nn.Module) -> nn.Module | None:
+    """The eager module inside a ``torch.compile(module)`` wrapper (an ``OptimizedModule``), else None."""
+    original = getattr(model, "_orig_mod", None)
+    if type(model).__name__ == "OptimizedModule" and isinstance(original, nn.Module):
+        return original
+    return None
+
+
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """``model`` without its ``torch.compile`` wrappers: the module tree its flags, hooks and names live on."""
+    while (original := _compiled_original(model)) is not None:
+        model = original
+    return model
+
+
+def _is_compiled(model: nn.Module) -> bool:
+    """``torch.compile(model)`` or ``model.compile()`` (which compiles the module's call in place)."""
+    return _compiled_original(model) is not None or getattr(_uncompiled(model), "_compiled_call_impl", None) is not None
+
+
+def _eager_call(model: nn.Module):
+    """A callable that runs ``model`` eagerly, also when it was compiled (wrapped or in place)."""
+    model = _uncompiled(model)
+    if getattr(model, "_compiled_call_impl", None) is not None:
+        return model._call_impl
+    return model
+
+
+def _fullgraph(model: nn.Module) -> bool:
+    """Whether a ``torch.compile``'d wrapper was compiled with ``fullgraph=True`` (no graph break allowed)."""
+    return bool(getattr(getattr(model, "dynamo_ctx", None), "fullgraph", False))
+
+
 class _FirstLayer(Exception):
     """Raised by the probe's hook to stop the forward pass at the first layer with ``in_channels``."""
 
@@ -92,8 +126,11 @@ def expected_input_channels(model: nn.Module, images: Tensor | None = None) -> i
     gradients) on ``images[:1]`` (or a ``(1, 3, 8, 8)`` zero probe) until the first submodule with an
     integer ``in_channels`` is called, and stops there; an :class:`AddInverse` that ran before it
     halves the count. A model whose head is registered before its stem is read correctly. None
-    when no such layer runs, or when the model fails before reaching one.
+    when no such layer runs, or when the model fails before reaching one. A ``torch.compile``'d model is
+    probed eagerly: hooks inside a compiled graph are not guarded, and the probe would compile a graph.
     """
+    run = _eager_call(model)
+    model = _uncompiled(model)
     added_inverse: list[bool] = []
     handles = []
 
@@ -120,7 +157,7 @@ def expected_input_channels(model: nn.Module, images: Tensor | None = None) -> i
         probe = images[:1].detach()
     try:
         with torch.no_grad(), eval_mode(model):
-            model(probe)
+            run(probe)
     except _FirstLayer as found:
         channels = int(found.args[0])
         return channels // 2 if added_inverse else channels
@@ -208,7 +245,9 @@ def input_gradients_only(model: nn.Module) -> Iterator[nn.Module]:
 @contextlib.contextmanager
 def explaining(model: nn.Module) -> Iterator[nn.Module]:
     """The state one explanation pass needs, restored on exit: gradients on (also inside a caller's
-    inference-mode block), eval mode, input gradients only, explanation mode (dynamic factors detached)."""
+    inference-mode block), eval mode, input gradients only, explanation mode (dynamic factors detached).
+    A ``torch.compile``'d model's flags are set on the module it wraps."""
+    model = _uncompiled(model)
     with (
         torch.inference_mode(False),
         torch.enable_grad(),
@@ -300,6 +339,12 @@ def explain(
     works inside ``torch.inference_mode()`` and ``torch.no_grad()`` blocks. Images are converted to
     the model's dtype (e.g. float32 images for a ``.double()`` model).
 
+    A ``torch.compile``'d model (``torch.compile(model)`` or ``model.compile()``) is explained through
+    its compiled graphs, with the eager result: explanation mode is a flag that the compiled code
+    reads, so dynamo compiles a separate graph for it, and the encoding runs between two graphs so
+    that gradients reach it. ``layer=``, models with several logit layers and ``fullgraph=True`` run
+    eagerly (docs/compile.md).
+
     Raises
     ------
     TypeError
@@ -310,6 +355,19 @@ def explain(
     """
     targets = resolve_target_alias(targets, target)
     check_images(model, images)
+    root = _uncompiled(model)  # the modules: flags, hooks and layer names live here
+    forward = model
+    logit_layers = [m for m in root.modules() if isinstance(m, LogitLayer)]
+    compiled = _is_compiled(model)
+    if compiled and (
+        layer is not None
+        or len(logit_layers) > 1
+        or (_fullgraph(model) and any(isinstance(m, AddInverse) for m in root.modules()))
+    ):
+        # Hooks inside a compiled graph are not guarded (a graph traced with them is reused without
+        # them) and their tensors cannot be differentiated to; fullgraph=True forbids the graph break
+        # that makes the encoding differentiable. Explain such calls with the eager model.
+        forward, compiled = _eager_call(model), False
     captured: dict[str, Tensor] = {}
     hooks = []
 
@@ -325,19 +383,22 @@ def explain(
     if layer is not None:
         if channel is None:
             raise ValueError("explaining a layer needs channel=<output channel index>")
-        hooks.append(_find_module(model, layer).register_forward_hook(keep_first("layer")))
-    for m in model.modules():
-        if isinstance(m, AddInverse):
-            hooks.append(m.register_forward_hook(keep_first("encoded")))
-        elif isinstance(m, LogitLayer):
-            hooks.append(m.register_forward_hook(keep_bias))
+        hooks.append(_find_module(root, layer).register_forward_hook(keep_first("layer")))
+    if not compiled:  # a compiled model gets no hooks (see above): its one logit layer's bias is read below
+        hooks += [m.register_forward_hook(keep_bias) for m in logit_layers]
     try:
-        with explaining(model):
-            x = as_model_input(model, images).clone().requires_grad_(True)
-            logits = model(x)
+        with explaining(root), recording_encodings(root) as encodings:
+
+            def run() -> tuple[Tensor, Tensor]:
+                """One forward pass: the logits and the tensor the weights refer to (the first encoding)."""
+                x = as_model_input(root, images).clone().requires_grad_(True)
+                first = len(encodings)
+                out = forward(x)
+                return out, (encodings[first] if len(encodings) > first else x)
+
+            logits, source = run()
             if not isinstance(logits, Tensor) or logits.dim() != 2:
                 raise ValueError("explain needs a model whose output is a (N, num_classes) tensor")
-            source = captured.get("encoded", x)
             if layer is not None:
                 explained = _unit_values(captured["layer"], channel, position)
                 t = _normalise_targets(int(channel), logits, explained)
@@ -345,13 +406,21 @@ def explain(
             else:
                 explained = logits
                 t = _normalise_targets(targets, logits, explained)
-                bias_full = captured.get("bias")
+                bias_full = _logit_bias(logit_layers[0], logits) if compiled and logit_layers else captured.get("bias")
                 if bias_full is None or bias_full.shape != logits.shape:
                     bias_full = torch.zeros_like(logits)
             if not bool(torch.isfinite(explained).all()):
                 raise ValueError("the model produced non-finite outputs for these images")
             outputs = explained.gather(1, t if t.dim() == 2 else t[:, None])
-            weights = _input_gradients(outputs, source)
+            if compiled and outputs.shape[1] > 1:
+                # A compiled backward frees its buffers (retain_graph is refused): one pass per column.
+                columns = [torch.autograd.grad(outputs[:, 0].sum(), source)[0]]
+                for j in range(1, outputs.shape[1]):
+                    logits_j, source_j = run()
+                    columns.append(torch.autograd.grad(logits_j.gather(1, t[:, j : j + 1]).sum(), source_j)[0])
+                weights = torch.stack(columns, dim=1)
+            else:
+                weights = _input_gradients(outputs, source)
             if t.dim() == 1:
                 outputs, weights = outputs[:, 0], weights[:, 0]
     finally:
@@ -366,6 +435,14 @@ def explain(
         outputs=outputs.detach(),
         bias=(bias if t.dim() == 2 else bias[:, 0]).detach(),
     )
+
+
+def _logit_bias(logit_layer: LogitLayer, logits: Tensor) -> Tensor | None:
+    """The logit layer's bias as ``logits``' shape (None if it does not broadcast to it)."""
+    try:
+        return logit_layer.bias.detach().to(logits.dtype).expand_as(logits)
+    except RuntimeError:
+        return None
 
 
 def _input_gradients(outputs: Tensor, source: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import DynamicLinear
-from .dynamic_linear import as_model_input, check_images, check_target_range, explaining
+from .dynamic_linear import _eager_call, _uncompiled, as_model_input, check_images, check_target_range, explaining
 
 __all__ = ["layer_contributions", "top_level_dynamic_layers"]
 
@@ -46,7 +46,8 @@ def layer_contributions(model: nn.Module, image: Tensor, target: int) -> list[tu
     One forward and one backward pass (gradients w.r.t. the layer inputs only). The model's
     train/eval flags, the parameters' ``requires_grad`` and ``.grad`` and the explanation-mode flags
     are left as they were. Raises ``TypeError``/``ValueError`` for bad images or targets, as
-    :func:`~alignnet.explanation.explain`.
+    :func:`~alignnet.explanation.explain`. A ``torch.compile``'d model runs eagerly here: the maps come
+    from hooks, which a compiled graph neither guards nor lets gradients reach (docs/compile.md).
     """
     if isinstance(image, Tensor) and image.dim() == 3:
         image = image[None]
@@ -60,6 +61,7 @@ def layer_contributions(model: nn.Module, image: Tensor, target: int) -> list[tu
     ):
         raise TypeError(f"target must be an int class index, got {target!r}")
     target = int(target)
+    run, model = _eager_call(model), _uncompiled(model)
     layers = top_level_dynamic_layers(model)
     if not layers:
         raise ValueError("the model has no dynamic (B-cos / CoDA) layers to show per-layer maps of")
@@ -75,7 +77,7 @@ def layer_contributions(model: nn.Module, image: Tensor, target: int) -> list[tu
     try:
         with explaining(model):
             x = as_model_input(model, image).clone().requires_grad_(True)
-            logits = model(x)
+            logits = run(x)
             if not isinstance(logits, Tensor) or logits.dim() != 2:
                 raise ValueError("layer_contributions needs a model whose output is a (N, num_classes) tensor")
             check_target_range(torch.tensor([target]), logits.shape[1])

@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AddInverse", "LogitLayer"]
+__all__ = ["AddInverse", "LogitLayer", "recording_encodings"]
+
+# The encodings recorded by the AddInverse modules of the running ``recording_encodings`` block.
+_RECORDED: contextvars.ContextVar[list[Tensor] | None] = contextvars.ContextVar("alignnet_encodings", default=None)
+
+
+def _encode(x: Tensor, dim: int) -> Tensor:
+    return torch.cat([x, 1 - x], dim=dim)
+
+
+def _encode_and_record(x: Tensor, dim: int) -> Tensor:
+    """``[x, 1 - x]``, recorded; called through ``torch.compiler.disable`` (see :func:`recording_encodings`)."""
+    out = _encode(x, dim)
+    recorded = _RECORDED.get()
+    if recorded is not None:
+        recorded.append(out)
+    return out
+
+
+# ``torch.compiler.disable(_encode_and_record)``, made on the first recording (importing the compiler
+# costs about a second, which a plain ``import alignnet`` does not pay).
+_encode_outside_graph = None
 
 
 class AddInverse(nn.Module):
@@ -15,14 +39,21 @@ class AddInverse(nn.Module):
 
     Every pixel's vector then has the same norm, so dark pixels can carry evidence and colour
     can be decoded from the explanation.
+
+    Inside :func:`recording_encodings` (``record`` set) the output is computed outside any compiled
+    graph and recorded, so that explanations can differentiate with respect to it (docs/compile.md).
     """
+
+    record: bool = False  # read in forward, so torch.compile guards on it
 
     def __init__(self, dim: int = 1) -> None:
         super().__init__()
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([x, 1 - x], dim=self.dim)
+        if self.record and _encode_outside_graph is not None:
+            return _encode_outside_graph(x, self.dim)
+        return _encode(x, self.dim)
 
 
 class LogitLayer(nn.Module):
@@ -64,3 +95,32 @@ class LogitLayer(nn.Module):
         b = self.bias
         bias = f"{b.item():.4g}" if b.numel() == 1 else f"tensor{tuple(b.shape)}"
         return f"temperature={self.temperature:g}, bias={bias}"
+
+
+@contextlib.contextmanager
+def recording_encodings(model: nn.Module) -> Iterator[list[Tensor]]:
+    """Record the output of every :class:`AddInverse` of ``model`` that runs in the block, in call order.
+
+    Works for eager and ``torch.compile``'d models alike. A tensor computed *inside* a compiled graph
+    and handed out of it (by a hook or a side effect) is just another output of the graph's single
+    autograd node, so the model's output cannot be differentiated with respect to it ("The
+    differentiated Tensor ... appears to not have been used in the graph"). While recording, the
+    encoding therefore runs eagerly between two compiled graphs (one graph break): the recorded
+    tensor is the next graph's input and gradients reach it. The forward values are the same.
+    ``record`` is read in ``forward``, so a compiled model recompiles for the recording state instead
+    of reusing a graph without the break. Flags are restored on exit, also on errors.
+    """
+    global _encode_outside_graph
+    if _encode_outside_graph is None:
+        _encode_outside_graph = torch.compiler.disable(_encode_and_record)
+    saved = [(m, m.record) for m in model.modules() if isinstance(m, AddInverse)]
+    recorded: list[Tensor] = []
+    token = _RECORDED.set(recorded)
+    try:
+        for m, _ in saved:
+            m.record = True
+        yield recorded
+    finally:
+        for m, previous in reversed(saved):
+            m.record = previous
+        _RECORDED.reset(token)
