@@ -68,8 +68,9 @@ def full_run(folder, tmp_path_factory):
     """Full fine-tuning through the CLI: ``alignnet train --data imagefolder:DIR --init-from fmnist_bcos``."""
     out = tmp_path_factory.mktemp("full")
     sets = [a for s in QUICK for a in ("--set", s)]
+    lrs = ["--set", "optimizer.lr=1e-4", "--set", "optimizer.head_lr=1e-3"]
     assert cli_main(["train", "--data", f"imagefolder:{folder}", "--init-from", "fmnist_bcos", "--epochs", "2",
-                     *sets, "-o", str(out)]) == 0  # fmt: skip
+                     *lrs, *sets, "-o", str(out)]) == 0  # fmt: skip
     return out
 
 
@@ -127,8 +128,8 @@ def test_head_is_what_depends_on_the_class_count():
 def test_finetune_preset_and_epochs_from_data_size():
     assert "finetune" in list_presets()
     config = config_from_dict(load_preset("finetune"))
-    assert config.trainer.epochs is None and config.trainer.early_stopping_patience == 10
-    assert config.data.val_fraction == 0.1 and config.data.augment and config.optimizer.head_lr == 1e-3
+    assert config.trainer.epochs is None and config.trainer.early_stopping_patience == 20
+    assert config.data.val_fraction == 0.1 and config.data.augment and config.optimizer.lr == 1e-3
     assert [auto_epochs(n) for n in (30, 100, 1000, 5000, 10**6)] == [100, 100, 20, 10, 10]
     with pytest.raises(InputError, match="model.name: null needs init_from"):  # the preset alone: nothing to tune
         resolve_model_config(config.model, config.init_from, 3, None)
