@@ -135,6 +135,19 @@ def test_finetune_preset_and_epochs_from_data_size():
         resolve_model_config(config.model, config.init_from, 3, None)
 
 
+def test_imagefolder_settings_use_train_val_subfolders_or_split(tmp_path, folder, capsys):
+    for sub in ("train", "val"):
+        (tmp_path / sub).mkdir()
+    data = finetune_settings(load_preset("fmnist-bcos"), "x.safetensors", tmp_path)
+    assert data["data"] | {"root": None} == {**load_preset("fmnist-bcos")["data"], "dataset": "image_folder",
+                                             "root": None, "val_fraction": None}  # fmt: skip
+    assert data["data"]["root"] == str(tmp_path) and data["model"]["num_classes"] is None
+    assert data["init_from"] == "x.safetensors"
+    assert finetune_settings(load_preset("fmnist-bcos"), None, folder)["data"]["val_fraction"] == 0.1
+    assert cli_main(["train", "--data", str(folder), "--print-config"]) == 2
+    assert "use imagefolder:DIR" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_full_finetune_changes_the_backbone_and_saves_class_names(full_run, pretrained_state):
     model = alignnet.load_model(full_run / "model.safetensors")

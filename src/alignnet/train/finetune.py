@@ -202,7 +202,7 @@ def finetune_settings(data: dict[str, Any], init_from: str | None, data_dir: str
             section["val_fraction"] = None
         elif section.get("val_fraction") is None:
             section["val_fraction"] = 0.1
-        data.setdefault("model", {}).setdefault("num_classes", None)
+        data.setdefault("model", {})["num_classes"] = None  # the folder's
     return data
 
 
