@@ -6,6 +6,9 @@ explanations of compiled models can go wrong, without inductor's C++ build (abou
 graph on a loaded 2-core machine). One slow test checks inductor's numerics end to end.
 """
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch._dynamo
@@ -77,7 +80,7 @@ def test_no_graph_breaks(name):
     assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
 
 
-@pytest.mark.parametrize("name", ["bcos_cifar10_9l", "coda_cifar10_9l"])
+@pytest.mark.parametrize("name", ["bcos_cifar10_9l", pytest.param("coda_cifar10_9l", marks=pytest.mark.slow)])
 def test_explain_compiled_equals_eager(name):
     model = _model(name)
     x = _images()
@@ -220,6 +223,20 @@ def test_recording_encodings_does_not_change_eager_values():
     assert torch.equal(got, expected)
     assert len(encodings) == 1 and torch.equal(encodings[0], torch.cat([x, 1 - x], 1))
     assert not any(m.record for m in model.modules() if isinstance(m, AddInverse))
+
+
+def test_eager_explanations_do_not_load_the_compiler():
+    """Importing torch._dynamo takes 1-3 s: an eager explanation (a command-line run) must not pay it."""
+    code = (
+        "import sys, torch, alignnet\n"
+        "from alignnet.layers import AddInverse, BcosConv2d, GlobalAvgPool2d, LogitLayer\n"
+        "net = torch.nn.Sequential(AddInverse(), BcosConv2d(6, 4, 3), GlobalAvgPool2d(), LogitLayer())\n"
+        "e = alignnet.explain(net, torch.rand(1, 3, 8, 8))\n"
+        "assert e.weights.shape == (1, 6, 8, 8) and e.completeness_error() < 1e-5\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
 
 
 @pytest.mark.slow

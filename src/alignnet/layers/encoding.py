@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -21,7 +22,7 @@ def _encode(x: Tensor, dim: int) -> Tensor:
 
 
 def _encode_and_record(x: Tensor, dim: int) -> Tensor:
-    """``[x, 1 - x]``, recorded; called through ``torch.compiler.disable`` (see :func:`recording_encodings`)."""
+    """``[x, 1 - x]``, recorded (see :func:`recording_encodings`)."""
     out = _encode(x, dim)
     recorded = _RECORDED.get()
     if recorded is not None:
@@ -29,9 +30,10 @@ def _encode_and_record(x: Tensor, dim: int) -> Tensor:
     return out
 
 
-# ``torch.compiler.disable(_encode_and_record)``, made on the first recording (importing the compiler
-# costs about a second, which a plain ``import alignnet`` does not pay).
-_encode_outside_graph = None
+# What a recording AddInverse calls: ``torch.compiler.disable(_encode_and_record)`` once the compiler is
+# loaded (a model can only be compiled then), else the plain function, the same thing in eager mode:
+# importing the compiler costs 1-3 s, which eager explanations do not pay.
+_record_encoding = _encode_and_record
 
 
 class AddInverse(nn.Module):
@@ -51,8 +53,8 @@ class AddInverse(nn.Module):
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.record and _encode_outside_graph is not None:
-            return _encode_outside_graph(x, self.dim)
+        if self.record:
+            return _record_encoding(x, self.dim)
         return _encode(x, self.dim)
 
 
@@ -110,9 +112,9 @@ def recording_encodings(model: nn.Module) -> Iterator[list[Tensor]]:
     ``record`` is read in ``forward``, so a compiled model recompiles for the recording state instead
     of reusing a graph without the break. Flags are restored on exit, also on errors.
     """
-    global _encode_outside_graph
-    if _encode_outside_graph is None:
-        _encode_outside_graph = torch.compiler.disable(_encode_and_record)
+    global _record_encoding
+    if _record_encoding is _encode_and_record and "torch._dynamo" in sys.modules:
+        _record_encoding = torch.compiler.disable(_encode_and_record)
     saved = [(m, m.record) for m in model.modules() if isinstance(m, AddInverse)]
     recorded: list[Tensor] = []
     token = _RECORDED.set(recorded)
