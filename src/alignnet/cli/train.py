@@ -37,9 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     src.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     ft = parser.add_argument_group("fine-tuning (without --preset/--config: the finetune preset)")
-    ft.add_argument(
-        "--data", metavar="imagefolder:DIR", help="train on DIR/<class>/<image> (or DIR/train + DIR/val)"
-    )
+    ft.add_argument("--data", metavar="imagefolder:DIR", help="train on DIR/<class>/<image> (or DIR/train + DIR/val)")
     ft.add_argument(
         "--init-from", metavar="NAME_OR_FILE", help="start from a pretrained-weights name or a .safetensors model"
     )

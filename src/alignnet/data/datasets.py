@@ -381,9 +381,7 @@ def _folder_train_transform(image_size: int):
         return train_transform(image_size)
     from torchvision.transforms import v2
 
-    return v2.Compose(
-        [eval_transform(image_size), v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()]
-    )
+    return v2.Compose([eval_transform(image_size), v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()])
 
 
 def image_folder(

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import InputError
 from .dynamic_linear import Explanation
 
 __all__ = ["colour_explanation", "colour_from_weights"]
@@ -30,7 +31,7 @@ def colour_from_weights(
        percentile and clipped to [0, 1].
     """
     if weights.dim() != 3 or weights.shape[0] != 6 or inputs.shape != weights.shape:
-        raise ValueError(
+        raise InputError(
             "colour explanations need the 6-channel encoding (a model that starts with AddInverse): "
             f"got weights {tuple(weights.shape)} and inputs {tuple(inputs.shape)}"
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..layers import AddInverse, LogitLayer, eval_mode, explanation_mode
 from ..layers.encoding import recording_encodings
 
@@ -175,16 +176,16 @@ def check_images(model: nn.Module, images: Tensor) -> None:
     if not isinstance(images, Tensor):
         raise TypeError(f"images must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
     if images.dim() != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        raise InputError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
     if images.shape[0] < 1:
-        raise ValueError("images is an empty batch (N=0)")
+        raise InputError("images is an empty batch (N=0)")
     if not images.is_floating_point():
         raise TypeError(f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype}")
     if not bool(torch.isfinite(images).all()):
-        raise ValueError("images contain NaN or infinite values; explanations of them would be meaningless")
+        raise InputError("images contain NaN or infinite values; explanations of them would be meaningless")
     expected = expected_input_channels(model, images)
     if expected is not None and images.shape[1] != expected:
-        raise ValueError(
+        raise InputError(
             f"the model expects images with {expected} channels, got {images.shape[1]} "
             f"(images of shape {tuple(images.shape)})"
         )
@@ -210,7 +211,7 @@ def check_target_range(targets: Tensor, num_outputs: int) -> None:
     """
     bad = (targets < 0) | (targets >= num_outputs)
     if targets.numel() and bool(bad.any()):
-        raise ValueError(
+        raise InputError(
             f"target out of range: the model has {num_outputs} outputs, so targets must lie in "
             f"0..{num_outputs - 1}; got {targets[bad].unique().tolist()[:10]}"
         )
@@ -265,7 +266,7 @@ def _normalise_targets(targets, logits: Tensor, explained: Tensor) -> Tensor:
         t = logits.argmax(dim=1)
     elif isinstance(targets, str):
         if targets != "all":
-            raise ValueError(f"targets must be None, an int, a sequence of ints, 'all' or a tensor; got {targets!r}")
+            raise InputError(f"targets must be None, an int, a sequence of ints, 'all' or a tensor; got {targets!r}")
         t = torch.arange(k, device=explained.device).expand(n, k)
     else:
         try:
@@ -280,7 +281,7 @@ def _normalise_targets(targets, logits: Tensor, explained: Tensor) -> Tensor:
         if t.dim() == 0:
             t = t.expand(n)
         elif t.dim() > 2 or t.shape[0] != n:
-            raise ValueError(f"targets must be an int, (N,) or (N, K) with N={n}; got shape {tuple(t.shape)}")
+            raise InputError(f"targets must be an int, (N,) or (N, K) with N={n}; got shape {tuple(t.shape)}")
     check_target_range(t, k)
     return t
 
@@ -290,7 +291,7 @@ def _find_module(model: nn.Module, name: str) -> nn.Module:
     if name not in modules:
         close = difflib.get_close_matches(name, [n for n in modules if n], n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"the model has no module named {name!r}{hint}")
+        raise InputError(f"the model has no module named {name!r}{hint}")
     return modules[name]
 
 
@@ -301,7 +302,7 @@ def _unit_values(out: Tensor, channel: int | None, position: Sequence[int] | Non
     if position is not None:
         idx = tuple(int(p) for p in position)
         if len(idx) != out.dim() - 2:
-            raise ValueError(f"position needs {out.dim() - 2} indices for a layer output of shape {tuple(out.shape)}")
+            raise InputError(f"position needs {out.dim() - 2} indices for a layer output of shape {tuple(out.shape)}")
         return out[(slice(None), slice(None), *idx)]
     return out.flatten(2).sum(-1)
 
@@ -382,7 +383,7 @@ def explain(
 
     if layer is not None:
         if channel is None:
-            raise ValueError("explaining a layer needs channel=<output channel index>")
+            raise InputError("explaining a layer needs channel=<output channel index>")
         hooks.append(_find_module(root, layer).register_forward_hook(keep_first("layer")))
     if not compiled:  # a compiled model gets no hooks (see above): its one logit layer's bias is read below
         hooks += [m.register_forward_hook(keep_bias) for m in logit_layers]
@@ -398,7 +399,7 @@ def explain(
 
             logits, source = run()
             if not isinstance(logits, Tensor) or logits.dim() != 2:
-                raise ValueError("explain needs a model whose output is a (N, num_classes) tensor")
+                raise InputError("explain needs a model whose output is a (N, num_classes) tensor")
             if layer is not None:
                 explained = _unit_values(captured["layer"], channel, position)
                 t = _normalise_targets(int(channel), logits, explained)
@@ -410,7 +411,7 @@ def explain(
                 if bias_full is None or bias_full.shape != logits.shape:
                     bias_full = torch.zeros_like(logits)
             if not bool(torch.isfinite(explained).all()):
-                raise ValueError("the model produced non-finite outputs for these images")
+                raise InputError("the model produced non-finite outputs for these images")
             outputs = explained.gather(1, t if t.dim() == 2 else t[:, None])
             if compiled and outputs.shape[1] > 1:
                 # A compiled backward frees its buffers (retain_graph is refused): one pass per column.

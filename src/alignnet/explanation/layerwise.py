@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..layers import DynamicLinear
 from .dynamic_linear import _eager_call, _uncompiled, as_model_input, check_images, check_target_range, explaining
 
@@ -53,7 +54,7 @@ def layer_contributions(model: nn.Module, image: Tensor, target: int) -> list[tu
         image = image[None]
     check_images(model, image)
     if image.shape[0] != 1:
-        raise ValueError(f"layer_contributions explains one image: (C, H, W) or (1, C, H, W), got {tuple(image.shape)}")
+        raise InputError(f"layer_contributions explains one image: (C, H, W) or (1, C, H, W), got {tuple(image.shape)}")
     if (
         isinstance(target, bool)
         or not isinstance(target, (int, Tensor))
@@ -64,7 +65,7 @@ def layer_contributions(model: nn.Module, image: Tensor, target: int) -> list[tu
     run, model = _eager_call(model), _uncompiled(model)
     layers = top_level_dynamic_layers(model)
     if not layers:
-        raise ValueError("the model has no dynamic (B-cos / CoDA) layers to show per-layer maps of")
+        raise InputError("the model has no dynamic (B-cos / CoDA) layers to show per-layer maps of")
     captured: dict[str, Tensor] = {}
 
     def keep(name):
@@ -79,7 +80,7 @@ def layer_contributions(model: nn.Module, image: Tensor, target: int) -> list[tu
             x = as_model_input(model, image).clone().requires_grad_(True)
             logits = run(x)
             if not isinstance(logits, Tensor) or logits.dim() != 2:
-                raise ValueError("layer_contributions needs a model whose output is a (N, num_classes) tensor")
+                raise InputError("layer_contributions needs a model whose output is a (N, num_classes) tensor")
             check_target_range(torch.tensor([target]), logits.shape[1])
             names = [n for n, _ in layers if n in captured and captured[n].requires_grad]
             grads = torch.autograd.grad(logits[0, target], [captured[n] for n in names], allow_unused=True)

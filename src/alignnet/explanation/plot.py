@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
+from ..errors import InputError
+
 __all__ = ["plot_contribution_map", "plot_explanation", "save_rgba"]
 
 
@@ -23,7 +25,7 @@ def plot_contribution_map(contributions, ax=None, path: str | Path | None = None
 
     c = _np(contributions)
     if c.ndim != 2:
-        raise ValueError(f"a contribution map must be (H, W), got shape {c.shape}")
+        raise InputError(f"a contribution map must be (H, W), got shape {c.shape}")
     lim = float(np.abs(c).max()) or 1.0
     fig = None
     if ax is None:

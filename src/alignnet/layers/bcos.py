@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from ..errors import InputError
 from ._mode import DynamicLinear
 
 __all__ = ["BcosConv2d", "BcosLinear", "v1_scale", "patch_norms"]
@@ -38,20 +39,20 @@ def _resolve_scale(scale: float | str | None, kernel_size, in_channels: int) -> 
         return None
     if isinstance(scale, str):
         if scale != "v1":
-            raise ValueError(f"scale must be a positive number, None or 'v1', got {scale!r}")
+            raise InputError(f"scale must be a positive number, None or 'v1', got {scale!r}")
         return v1_scale(kernel_size, in_channels)
     scale = float(scale)
     if not scale > 0 or not math.isfinite(scale):
-        raise ValueError(f"scale must be a positive finite number, got {scale}")
+        raise InputError(f"scale must be a positive finite number, got {scale}")
     return scale
 
 
 def _check_b_maxout(b: float, max_out: int) -> tuple[float, int]:
     b = float(b)
     if not b >= 1 or not math.isfinite(b):
-        raise ValueError(f"b must be a finite number >= 1 (b=1 is a plain linear layer), got {b}")
+        raise InputError(f"b must be a finite number >= 1 (b=1 is a plain linear layer), got {b}")
     if int(max_out) != max_out or max_out < 1:
-        raise ValueError(f"max_out must be an integer >= 1, got {max_out}")
+        raise InputError(f"max_out must be an integer >= 1, got {max_out}")
     return b, int(max_out)
 
 
@@ -282,7 +283,7 @@ class BcosConv2d(_UnitRows):
         super().__init__()
         self.b, self.max_out = _check_b_maxout(b, max_out)
         if in_channels % groups or out_channels % groups:
-            raise ValueError(
+            raise InputError(
                 f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})"
             )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -294,7 +295,7 @@ class BcosConv2d(_UnitRows):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"{type(self).__name__} expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+            raise InputError(f"{type(self).__name__} expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         out = F.conv2d(x, self.weight, None, self.stride, self.padding, 1, self.groups)
         out = _divide_rows(out, self.weight_norms(), 1)
         if self.max_out > 1:
@@ -343,7 +344,7 @@ class BcosLinear(_UnitRows):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(f"{type(self).__name__} expects input (..., {self.in_features}), got {tuple(x.shape)}")
+            raise InputError(f"{type(self).__name__} expects input (..., {self.in_features}), got {tuple(x.shape)}")
         out = F.linear(x, self.weight)
         out = _divide_rows(out, self.weight_norms(), -1)
         if self.max_out > 1:

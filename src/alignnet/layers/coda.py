@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from ..errors import InputError
 from ._mode import DynamicLinear
 
 __all__ = ["DAUConv2d"]
@@ -56,9 +57,9 @@ class DAUConv2d(DynamicLinear):
     ) -> None:
         super().__init__()
         if norm not in ("squash", "l2"):
-            raise ValueError(f"norm must be 'squash' or 'l2', got {norm!r}")
+            raise InputError(f"norm must be 'squash' or 'l2', got {norm!r}")
         if rank < 1:
-            raise ValueError(f"rank must be >= 1, got {rank}")
+            raise InputError(f"rank must be >= 1, got {rank}")
         self.in_channels, self.out_channels, self.rank, self.norm = in_channels, out_channels, rank, norm
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
         kh, kw = self.kernel_size
@@ -92,7 +93,7 @@ class DAUConv2d(DynamicLinear):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"DAUConv2d expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+            raise InputError(f"DAUConv2d expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         u, b = self._factors()
         kh, kw = self.kernel_size
         h = self.rank_proj(x)  # (N, r, H', W'): the input-dependent part of the weights

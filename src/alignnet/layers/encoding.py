@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
+
 __all__ = ["AddInverse", "LogitLayer", "recording_encodings"]
 
 # The encodings recorded by the AddInverse modules of the running ``recording_encodings`` block.
@@ -75,7 +77,7 @@ class LogitLayer(nn.Module):
         super().__init__()
         temperature = float(temperature)
         if not temperature > 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature must be a positive finite number, got {temperature}")
+            raise InputError(f"temperature must be a positive finite number, got {temperature}")
         self.temperature = temperature
         if learn_bias:
             self.bias = nn.Parameter(torch.as_tensor(bias, dtype=torch.get_default_dtype()).clone())

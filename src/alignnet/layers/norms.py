@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ._mode import DynamicLinear
 
 __all__ = ["BatchNormUncentered2d", "LayerNormUncentered", "LayerNormUncentered2d"]
@@ -28,7 +29,7 @@ class BatchNormUncentered2d(nn.BatchNorm2d, DynamicLinear):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.num_features:
-            raise ValueError(f"BatchNormUncentered2d expects (N, {self.num_features}, H, W), got {tuple(x.shape)}")
+            raise InputError(f"BatchNormUncentered2d expects (N, {self.num_features}, H, W), got {tuple(x.shape)}")
         if self.training:
             var = (x.detach() if self.detach else x).var(dim=(0, 2, 3), unbiased=False)
             if self.track_running_stats:
@@ -59,7 +60,7 @@ class LayerNormUncentered(DynamicLinear):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.normalized_shape:
-            raise ValueError(f"LayerNormUncentered expects (..., {self.normalized_shape}), got {tuple(x.shape)}")
+            raise InputError(f"LayerNormUncentered expects (..., {self.normalized_shape}), got {tuple(x.shape)}")
         var = (x.detach() if self.detach else x).var(dim=-1, unbiased=False, keepdim=True)
         y = x / (var + self.eps).sqrt()
         return y if self.weight is None else y * self.weight
@@ -78,7 +79,7 @@ class LayerNormUncentered2d(DynamicLinear):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.num_features:
-            raise ValueError(f"LayerNormUncentered2d expects (N, {self.num_features}, H, W), got {tuple(x.shape)}")
+            raise InputError(f"LayerNormUncentered2d expects (N, {self.num_features}, H, W), got {tuple(x.shape)}")
         var = (x.detach() if self.detach else x).var(dim=(1, 2, 3), unbiased=False, keepdim=True)
         y = x / (var + self.eps).sqrt()
         return y if self.weight is None else y * self.weight[None, :, None, None]
