@@ -90,14 +90,22 @@ def explanation_mode(model: nn.Module, warn: bool = True) -> Iterator[nn.Module]
                 "need not sum to the logit: " + ", ".join(bad[:8]) + (" ..." if len(bad) > 8 else ""),
                 stacklevel=3,
             )
-    saved = [(m, m.detach) for m in model.modules() if isinstance(m, DynamicLinear)]
+    with switched(model, DynamicLinear, "detach", True):
+        yield model
+
+
+@contextlib.contextmanager
+def switched(model: nn.Module, kind: type, flag: str, value: object) -> Iterator[None]:
+    """Set ``flag`` to ``value`` on every ``kind`` submodule of ``model`` while the block runs; each module's
+    previous value is put back on exit (in reverse order, so nested uses restore correctly), also on errors."""
+    saved = [(m, getattr(m, flag)) for m in model.modules() if isinstance(m, kind)]
     try:
         for m, _ in saved:
-            m.detach = True
-        yield model
+            setattr(m, flag, value)
+        yield
     finally:
         for m, previous in reversed(saved):
-            m.detach = previous
+            setattr(m, flag, previous)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
+from ._mode import switched
 
 __all__ = ["AddInverse", "LogitLayer", "recording_encodings"]
 
@@ -117,14 +118,10 @@ def recording_encodings(model: nn.Module) -> Iterator[list[Tensor]]:
     global _record_encoding
     if _record_encoding is _encode_and_record and "torch._dynamo" in sys.modules:
         _record_encoding = torch.compiler.disable(_encode_and_record)
-    saved = [(m, m.record) for m in model.modules() if isinstance(m, AddInverse)]
     recorded: list[Tensor] = []
     token = _RECORDED.set(recorded)
     try:
-        for m, _ in saved:
-            m.record = True
-        yield recorded
+        with switched(model, AddInverse, "record", True):
+            yield recorded
     finally:
-        for m, previous in reversed(saved):
-            m.record = previous
         _RECORDED.reset(token)
