@@ -80,6 +80,8 @@ def read_video(path: str | Path, max_frames: int | None = None, stride: int = 1)
     max_frames: keep at most this many frames (after ``stride``).
     stride: keep every ``stride``-th frame.
 
+    Notes
+    -----
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file when it
     cannot be decoded or holds no frame.
     """

@@ -335,6 +335,8 @@ def explain(
     target:
         captum's name for ``targets`` (an alias; give one of the two).
 
+    Notes
+    -----
     The model's train/eval mode, the parameters' ``requires_grad`` and ``.grad`` and the
     caller's ``images`` are left as they were; the model runs in eval mode for the call. It also
     works inside ``torch.inference_mode()`` and ``torch.no_grad()`` blocks. Images are converted to

@@ -265,6 +265,8 @@ class BcosConv2d(_UnitRows):
     scale:
         Divide the output by this number; ``None`` for none, ``"v1"`` for ``sqrt(k*k*C_in)/100``.
 
+    Notes
+    -----
     Shapes: ``(N, in_channels, H, W) -> (N, out_channels, H', W')``.
     """
 

@@ -39,6 +39,8 @@ class DAUConv2d(DynamicLinear):
     norm:
         ``"squash"`` (norm of the weights bounded by 1) or ``"l2"`` (unit norm).
 
+    Notes
+    -----
     Parameters of the module: ``rank_proj.weight`` ``(rank, C_in, k, k)`` and
     ``weight_proj.weight/bias`` ``(C_out*C_in*k*k, rank, 1, 1)`` / ``(C_out*C_in*k*k,)``,
     the two convolutions of the paper.
