@@ -4,6 +4,7 @@ class names in the saved model, the CLI (``--data imagefolder:DIR --init-from``)
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -15,6 +16,8 @@ pytest.importorskip("lightning")
 from PIL import Image  # noqa: E402
 
 import alignnet  # noqa: E402
+import alignnet.train.callbacks  # noqa: E402
+import alignnet.train.runner  # noqa: E402
 from alignnet.cli import main as cli_main  # noqa: E402
 from alignnet.data import load_embedded  # noqa: E402
 from alignnet.errors import InputError  # noqa: E402
@@ -212,3 +215,51 @@ def test_early_stopping_on_validation_accuracy(folder, tmp_path):
     assert result.epochs_completed == 2
     head = alignnet.load_model(tmp_path / "model.safetensors").state_dict()["features.8.weight"]
     assert torch.allclose(head, _initial_head(), rtol=0, atol=1e-6)  # so _initial_head is where runs start
+
+
+@pytest.mark.parametrize("hflip", [True, False])
+def test_data_hflip_switches_the_training_flip(tmp_path, hflip):
+    # one class folder with a 32x32 image bright on its left half only: a flip puts the light on the right
+    (tmp_path / "a").mkdir()
+    pixels = np.zeros((32, 32, 3), np.uint8)
+    pixels[:, :12] = 255
+    Image.fromarray(pixels).save(tmp_path / "a" / "x.png")
+    Image.fromarray(pixels).save(tmp_path / "a" / "y.png")
+    config = _config(**{"data.hflip": str(hflip).lower()})
+    assert config.data.hflip is hflip
+    train_set, _, _ = alignnet.train.runner.build_datasets(dataclasses.replace(config.data, root=str(tmp_path)))
+    torch.manual_seed(0)
+    flipped = [bool(x[:, :, 16:].sum() > x[:, :, :16].sum()) for x, _ in (train_set[0] for _ in range(40))]
+    assert any(flipped) is hflip  # with a flip: 40 draws all unflipped has probability 2**-40
+    assert load_preset("finetune")["data"]["hflip"] is True  # photos: flip (documented: false for digits)
+
+
+class _NegateWeightsInEpoch2(alignnet.train.callbacks.L.Callback):
+    """Epoch 2 starts from the negated weights: every logit changes sign, val_acc drops to about 0."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            with torch.no_grad():
+                for p in pl_module.model.parameters():
+                    p.neg_()
+
+
+def test_exported_model_is_the_best_validation_checkpoint(tmp_path):
+    from safetensors.torch import load_file
+
+    from alignnet.train.runner import train
+
+    config = _config(**{"data.dataset": "embedded", "model.num_classes": 10, "trainer.epochs": 2,
+                        "trainer.limit_train_batches": 2, "trainer.limit_val_batches": 4, "optimizer.lr": 1e-12,
+                        **dict(s.split("=") for s in QUICK)})  # fmt: skip
+    result = train(config, tmp_path, callbacks=[_NegateWeightsInEpoch2()])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["exported_epoch"] == 1
+    assert result.best_val_acc > 0.8  # fmnist_bcos on its own classes; epoch 2's negated model scores ~0
+    exported = load_file(tmp_path / "model.safetensors")
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    w = "features.8.weight"
+    assert torch.equal(exported[w], best[f"model.{w}"])
+    assert torch.allclose(exported[w], -last[f"model.{w}"], atol=1e-6)  # the last epoch's are the negated ones
+    assert torch.equal(result.model.state_dict()[w], exported[w])

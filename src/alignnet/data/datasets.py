@@ -196,14 +196,15 @@ class ArrayImageDataset(Dataset):
 
 
 def fashion_mnist(
-    root: str | os.PathLike | None = None, split: str = "train", augment: bool = False
+    root: str | os.PathLike | None = None, split: str = "train", augment: bool = False, hflip: bool = True
 ) -> ArrayImageDataset:
-    """Fashion-MNIST as an :class:`ArrayImageDataset` (``augment`` adds random crop + flip)."""
+    """Fashion-MNIST as an :class:`ArrayImageDataset` (``augment`` adds random crop + flip, no flip with
+    ``hflip=False``)."""
     images, labels = read_fashion_mnist(root, split)
-    return ArrayImageDataset(images, labels, transform=augment_32() if augment else None)
+    return ArrayImageDataset(images, labels, transform=augment_32(hflip=hflip) if augment else None)
 
 
-def load_embedded(split: str = "train", augment: bool = False) -> ArrayImageDataset:
+def load_embedded(split: str = "train", augment: bool = False, hflip: bool = True) -> ArrayImageDataset:
     """The Fashion-MNIST subset shipped inside the package (no installation needed).
 
     1,000 training and 1,000 test images, 100 per class, drawn with a fixed seed by
@@ -219,7 +220,7 @@ def load_embedded(split: str = "train", augment: bool = False) -> ArrayImageData
     with resources.files("alignnet.data").joinpath(EMBEDDED_FILE).open("rb") as f:
         data = np.load(f)
         images, labels = data[f"{split}_images"], data[f"{split}_labels"]
-    return ArrayImageDataset(images, labels, transform=augment_32() if augment else None)
+    return ArrayImageDataset(images, labels, transform=augment_32(hflip=hflip) if augment else None)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -287,11 +288,13 @@ class CIFAR10Dataset(Dataset):
         return x, int(self.labels[index])
 
 
-def cifar10(root: str | os.PathLike, train: bool = True, augment: bool | None = None) -> CIFAR10Dataset:
+def cifar10(
+    root: str | os.PathLike, train: bool = True, augment: bool | None = None, hflip: bool = True
+) -> CIFAR10Dataset:
     """CIFAR-10 from a ``cifar-10-batches-py`` directory (the python pickle batches).
 
     ``root`` may be that directory itself or its parent. ``augment`` (default: ``train``) adds
-    random crop (padding 4) + horizontal flip.
+    random crop (padding 4) + horizontal flip (no flip with ``hflip=False``).
     """
     root = Path(root)
     folder = (
@@ -311,7 +314,7 @@ def cifar10(root: str | os.PathLike, train: bool = True, augment: bool | None = 
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     augment = train if augment is None else augment
-    return CIFAR10Dataset(images, labels, augment_32() if augment else None)
+    return CIFAR10Dataset(images, labels, augment_32(hflip=hflip) if augment else None)
 
 
 def collate_skip_none(batch: list) -> tuple[Tensor, Tensor]:
@@ -374,14 +377,16 @@ def _open_rgb_or_raise(path: str) -> Image.Image:
         raise CorruptImageError(path, str(exc) or type(exc).__name__) from None
 
 
-def _folder_train_transform(image_size: int):
+def _folder_train_transform(image_size: int, hflip: bool = True):
     """At 32-ish pixels: the evaluation transform (images of any size fitted to ``image_size``, as at test
-    time) then random crop (padding 4) + flip; larger: :func:`train_transform` (random resized crop)."""
+    time) then random crop (padding 4) + flip; larger: :func:`train_transform` (random resized crop).
+    ``hflip=False``: no flip (digits, text: a mirrored "2" is no "2")."""
     if image_size > 64:
-        return train_transform(image_size)
+        return train_transform(image_size, hflip=hflip)
     from torchvision.transforms import v2
 
-    return v2.Compose([eval_transform(image_size), v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()])
+    flip = [v2.RandomHorizontalFlip()] if hflip else []
+    return v2.Compose([eval_transform(image_size), v2.RandomCrop(image_size, padding=4), *flip])
 
 
 def image_folder(
@@ -390,6 +395,7 @@ def image_folder(
     val_fraction: float | None = None,
     seed: int = 0,
     strict: bool = False,
+    hflip: bool = True,
 ) -> tuple[Dataset, Dataset]:
     """Training and validation sets from an ImageFolder-style directory.
 
@@ -403,6 +409,8 @@ def image_folder(
         resized crop + flip (training) and resize + centre crop (validation). No mean/std normalisation.
     strict:
         Raise on the first unreadable image instead of skipping it with a warning.
+    hflip:
+        Flip training images horizontally at random (``False`` for digits, text, anything not mirror-symmetric).
 
     Returns
     -------
@@ -419,14 +427,14 @@ def image_folder(
             raise FileNotFoundError(
                 f"{root} needs train/ and val/ sub-folders (or give a validation fraction to split {root}/<class>/*)"
             )
-        train = SafeImageFolder(train_dir, _folder_train_transform(image_size), strict)
+        train = SafeImageFolder(train_dir, _folder_train_transform(image_size, hflip), strict)
         val = SafeImageFolder(val_dir, eval_transform(image_size), strict)
         if train.classes != val.classes:
             raise InputError(f"train/ and val/ of {root} have different class folders")
         return train, val
     if not 0 < val_fraction < 1:
         raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    train_all = SafeImageFolder(root, _folder_train_transform(image_size), strict)
+    train_all = SafeImageFolder(root, _folder_train_transform(image_size, hflip), strict)
     val_all = SafeImageFolder(root, eval_transform(image_size), strict)
     n = len(train_all)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()

@@ -67,16 +67,22 @@ def fashion_mnist_to_input(images: Tensor | np.ndarray) -> Tensor:
     return x.unsqueeze(-3).expand(*x.shape[:-2], 3, *x.shape[-2:]).contiguous()
 
 
-def augment_32(padding: int = 4) -> v2.Compose:
-    """Random crop (zero padding ``padding``) and horizontal flip for ``(3, 32, 32)`` float tensors."""
-    return v2.Compose([v2.RandomCrop(32, padding=padding), v2.RandomHorizontalFlip()])
+def _flip(hflip: bool) -> list:
+    return [v2.RandomHorizontalFlip()] if hflip else []
 
 
-def train_transform(image_size: int = 224) -> v2.Compose:
-    """Training transform for PIL images: random crop + flip (32 px) or random resized crop + flip."""
+def augment_32(padding: int = 4, hflip: bool = True) -> v2.Compose:
+    """Random crop (zero padding ``padding``) and horizontal flip (unless ``hflip=False``: digits, text) for
+    ``(3, 32, 32)`` float tensors."""
+    return v2.Compose([v2.RandomCrop(32, padding=padding), *_flip(hflip)])
+
+
+def train_transform(image_size: int = 224, hflip: bool = True) -> v2.Compose:
+    """Training transform for PIL images: random crop + flip (32 px) or random resized crop + flip
+    (no flip with ``hflip=False``)."""
     if image_size <= 64:
-        return v2.Compose([pil_to_tensor, v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()])
-    return v2.Compose([pil_to_tensor, v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()])
+        return v2.Compose([pil_to_tensor, v2.RandomCrop(image_size, padding=4), *_flip(hflip)])
+    return v2.Compose([pil_to_tensor, v2.RandomResizedCrop(image_size, antialias=True), *_flip(hflip)])
 
 
 def eval_transform(image_size: int = 224) -> v2.Compose:

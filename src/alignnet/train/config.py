@@ -71,6 +71,7 @@ class DataConfig:
     batch_size: int = 64  # per device; the effective batch is batch_size * devices * accumulate
     num_workers: int = 0
     augment: bool = True  # random crop (pad 4) + flip at 32 px; random resized crop + flip at 224
+    hflip: bool = True  # the augmentation's random horizontal flip; false for digits, text, other asymmetric data
     strict: bool = False  # image_folder: fail on the first unreadable image instead of skipping it
     train_subset: int | None = None  # train on a seeded class-balanced subset of this many images
 

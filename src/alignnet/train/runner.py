@@ -7,7 +7,7 @@ Output directory layout::
     OUT/checkpoints/best.ckpt       best validation accuracy
     OUT/checkpoints/last.ckpt       end of the latest epoch
     OUT/checkpoints/interrupted.ckpt  written on SIGTERM/SIGINT or an error (resumable)
-    OUT/model.safetensors           final weights via alignnet.save_model (loadable by path)
+    OUT/model.safetensors           the best validation checkpoint's weights via alignnet.save_model (loadable by path)
     OUT/summary.json                accuracy, epochs, wall time
 """
 
@@ -46,6 +46,7 @@ __all__ = [
     "check_slurm_launch",
     "export_model",
     "find_resume_checkpoint",
+    "restore_best",
     "train",
 ]
 
@@ -123,22 +124,23 @@ def build_datasets(config: DataConfig) -> tuple[Dataset, Dataset, int]:
 
     d = config.dataset
     if d == "fashion_mnist":
-        train = data.fashion_mnist(config.root, "train", augment=config.augment)
+        train = data.fashion_mnist(config.root, "train", augment=config.augment, hflip=config.hflip)
         val = data.fashion_mnist(config.root, "test")
         n_classes = 10
     elif d == "embedded":
-        train, val, n_classes = data.load_embedded("train", augment=config.augment), data.load_embedded("test"), 10
+        train = data.load_embedded("train", augment=config.augment, hflip=config.hflip)
+        val, n_classes = data.load_embedded("test"), 10
     elif d == "cifar10":
         if config.root is None:
             raise InputError("data.root must name the directory with cifar-10-batches-py (--set data.root=PATH)")
-        train = data.cifar10(config.root, train=True, augment=config.augment)
+        train = data.cifar10(config.root, train=True, augment=config.augment, hflip=config.hflip)
         val = data.cifar10(config.root, train=False)
         n_classes = 10
     else:
         if config.root is None:
             raise InputError("data.root must name the image folder (--set data.root=PATH)")
         train, val = data.image_folder(
-            config.root, config.image_size, config.val_fraction, config.split_seed, config.strict
+            config.root, config.image_size, config.val_fraction, config.split_seed, config.strict, config.hflip
         )
         if not config.augment:  # evaluation transform (resize + centre crop) for training too
             from ..data import eval_transform
@@ -181,6 +183,19 @@ def export_model(model: nn.Module, path: Path) -> Path:
         }
         save_file(state, str(path), metadata=meta)
     return path
+
+
+def restore_best(model: nn.Module, checkpoint_callback) -> int | None:
+    """Load the best validation checkpoint's weights (the EMA weights when EMA is on) into ``model``; returns
+    its epoch (1-based), or ``None`` when there is none (then the model keeps the last epoch's weights)."""
+    path = getattr(checkpoint_callback, "best_model_path", "") or ""
+    if not path or not Path(path).is_file():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    device = next(iter(model.state_dict().values()), torch.empty(0)).device
+    model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
+    return int(ckpt.get("epoch", -1)) + 1
 
 
 def train(
@@ -272,10 +287,11 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
             filename="best",
             monitor="val_acc",
             mode="max",
-            save_last=True,
             save_top_k=1,
             auto_insert_metric_name=False,
         ),
+        # the end of every epoch (Lightning 2.6's save_last=True writes last.ckpt only when best.ckpt improves)
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
         OnExceptionCheckpoint(ckpt_dir, filename="interrupted"),
         EpochTimer(),
         ResumeHint(output_dir),
@@ -323,6 +339,9 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
     wall = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith(("_loss", "_acc", "_s"))}
     best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    best_epoch = None
+    if trainer.is_global_zero and not trainer.interrupted:
+        best_epoch = restore_best(module.model, trainer.checkpoint_callback)
     result = TrainResult(
         output_dir=output_dir,
         model=module.model,
@@ -343,6 +362,7 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
             "train_images": len(train_set),
             "val_images": len(val_set),
             "epochs": trainer.current_epoch,
+            "exported_epoch": best_epoch,  # model.safetensors holds this epoch's weights (1-based; the best val)
             "final": metrics,
             "best_val_acc": result.best_val_acc,
             "wall_time_s": round(wall, 1),
