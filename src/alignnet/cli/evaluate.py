@@ -9,6 +9,8 @@ Examples::
         --data imagenet:/data/imagenet/val --preset bcos-v2-localisation --methods all --out runs/r50
     alignnet evaluate --model a.safetensors --model b.safetensors --ablation temperature \\
         --metric localisation --methods ours --out results/t-ablation
+    alignnet evaluate --model runs/mine/model.safetensors --data imagefolder:photos/test   # accuracy
+    alignnet evaluate --model runs/tags/model.safetensors --data csv:test.csv              # mAP, F1
 
 Writes, into ``--out``: one ``<metric>_<method>[_<model>].json`` (summary and full config) and
 ``.npz`` (raw arrays) per run, ``summary.json`` with all summaries, the figures
@@ -44,7 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", action="append", required=True, metavar="NAME_OR_PATH", help=MODEL_HELP + "; repeat for ablations"
     )
     parser.add_argument("--data", default="embedded", help=DATA_HELP)
-    parser.add_argument("--metric", choices=("localisation", "pixel-removal"), help="required unless --preset sets it")
+    parser.add_argument(
+        "--metric",
+        choices=("accuracy", "localisation", "pixel-removal"),
+        help="accuracy: how well the model predicts the data's labels (top-1; mAP and F1 for a multi-label CSV); "
+        "the default for --data imagefolder:DIR and csv:FILE, otherwise required unless --preset sets it",
+    )
+    parser.add_argument(
+        "--threshold", type=float, help="accuracy on multi-label data: the F1 threshold (default: the model's)"
+    )
     parser.add_argument(
         "--preset",
         choices=list_presets(),
@@ -57,8 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        required=True,
-        help="output directory; one that holds the results of another run (other models, methods, protocol or data) "
+        help="output directory (required for localisation and pixel removal; accuracy writes accuracy.json there "
+        "when given); one that holds the results of another run (other models, methods, protocol or data) "
         "is refused unless --force, while the same command again resumes from the finished shards",
     )
     parser.add_argument("--force", action="store_true", help="replace the results of another run in --out")
@@ -123,7 +133,54 @@ def _protocol(args: argparse.Namespace) -> Protocol:
     )
 
 
+def _own_data(spec: str) -> bool:
+    return spec.partition(":")[0] in ("imagefolder", "csv")
+
+
+def run_accuracy(args: argparse.Namespace) -> int:
+    """``--metric accuracy``: every model's labels on the data (each with its own input spec and class names)."""
+    import json
+
+    from ..metrics.evaluate import model_tags
+    from ..metrics.multilabel import evaluate_labels
+
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise InputError(f"--threshold must be in (0, 1), got {args.threshold}")
+    out = Path(args.out) if args.out else None
+    tags = model_tags(args.model) if len(args.model) > 1 else [""]
+    files = [out / (f"accuracy_{t}.json" if t else "accuracy.json") for t in tags] if out else []
+    check_new_files(files, args.force)
+    results = []
+    for spec in args.model:
+        model = resolve_model(spec, args.device, progress=not args.quiet)
+        data = dataset_from_spec(args.data, getattr(model, "input_spec", None), getattr(model, "class_names", None))
+        if isinstance(data, tuple):
+            data = torch.utils.data.TensorDataset(*data)
+        r = {"model": spec, "data": args.data, **evaluate_labels(model, data, args.threshold, progress=not args.quiet)}
+        if r["multilabel"]:
+            print(f"{spec} on {args.data}: mAP {r['map']:.4f}, macro F1 {r['f1']:.4f} at p >= {r['threshold']:g}, "
+                  f"exact label sets {r['exact_match']:.4f} ({r['n']} images)")  # fmt: skip
+        else:
+            print(f"{spec} on {args.data}: accuracy {r['accuracy']:.4f} ({r['n']} images)")
+        results.append(r)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for path, r in zip(files, results, strict=True):
+            path.write_text(json.dumps(r, indent=1))
+            print(f"-> {path}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.metric == "accuracy" or (args.metric is None and args.preset is None and _own_data(args.data)):
+        return run_accuracy(args)
+    if args.out is None:
+        raise InputError("--out DIR is required for the localisation and pixel-removal metrics")
+    if args.data.startswith("csv:"):
+        raise InputError(
+            "--data csv:FILE (multi-label) has accuracy only here; the multi-label localisation is "
+            "alignnet.metrics.multilabel_localisation (docs/metrics.md#multi-label-localisation)"
+        )
     from ..attribution import check_forward_batch, list_attributors
     from ..metrics.evaluate import EvaluationJob, evaluate, evaluation_conflicts, run_job, run_processes
     from ..metrics.sharding import detect_ranks

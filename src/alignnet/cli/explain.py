@@ -1,4 +1,7 @@
-"""``alignnet explain IMAGE... --model NAME_OR_PATH [--target K|pred|topN] [--out DIR] [--layers]``.
+"""``alignnet explain IMAGE... --model NAME_OR_PATH [--target K|pred|topN] [--threshold P] [--out DIR] [--layers]``.
+
+A multi-label model (trained on a label CSV, docs/own-data.md) explains every label with ``sigmoid(logit) >=``
+its saved threshold (``--threshold`` overrides it; any model explains every class above a given ``--threshold``).
 
 For every image one PNG ``<stem>_explain.png`` (images of the same stem in different folders get their
 folders in front: ``a/x.png``, ``b/x.png`` -> ``a_x_explain.png``, ``b_x_explain.png``) with, per explained class, the image, the colour
@@ -19,6 +22,7 @@ from ..errors import InputError
 from ..explanation import colour_explanation, explain, layer_contributions
 from ..metrics._common import unique_stems
 from ..models import resolve_model
+from ..models.io import multilabel_threshold
 from ._common import add_model_arguments, check_new_files, class_name, load_images
 
 __all__ = ["add_arguments", "parse_target", "run"]
@@ -40,8 +44,15 @@ def parse_target(text: str) -> int | str:
     return k
 
 
-def _targets_for(logits: Tensor, target: int | str) -> list[int]:
-    if target == "pred":
+def _targets_for(logits: Tensor, target: int | str | None, threshold: float | None = None) -> list[int]:
+    """The classes to explain: ``target`` (``pred``, ``topN``, an index) or, with ``target=None`` and a
+    ``threshold``, every class whose ``sigmoid(logit) >= threshold`` from the highest logit down (the top one
+    when none is)."""
+    if target is None and threshold is not None:
+        order = torch.argsort(logits, descending=True, stable=True)
+        above = [int(k) for k in order if float(torch.sigmoid(logits[k])) >= threshold]
+        return above or [int(order[0])]
+    if target is None or target == "pred":
         return [int(logits.argmax())]
     if isinstance(target, str):  # topN
         n = min(int(target[3:]), logits.numel())
@@ -106,6 +117,16 @@ def _layers_figure(model, image: Tensor, target: int, title: str):
     return fig
 
 
+def _probability(text: str) -> float:
+    try:
+        p = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {text!r}") from None
+    if not 0 < p < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {text!r}")
+    return p
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``alignnet explain``."""
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any size or mode)")
@@ -113,10 +134,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         type=parse_target,
-        default="pred",
+        default=None,
         metavar="K|pred|topN",
-        help="class to explain: a class index K, 'pred' (default: the predicted class) or "
-        "'topN' (e.g. top3: the N highest logits)",
+        help="class to explain: a class index K, 'pred' (the predicted class; the default for a single-label "
+        "model) or 'topN' (e.g. top3: the N highest logits); a multi-label model explains every label above "
+        "its threshold unless --target is given",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=_probability,
+        metavar="P",
+        help="explain every class with sigmoid(logit) >= P (default for a multi-label model: its saved threshold)",
     )
     parser.add_argument(
         "--out",
@@ -143,14 +171,24 @@ def run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model, args.device)
     images = load_images(paths, model, args.resize)
     out.mkdir(parents=True, exist_ok=True)
+    threshold = args.threshold
+    if threshold is None and args.target is None:
+        threshold = multilabel_threshold(model)  # None for a single-label model: explain the predicted class
     print(f"model: {getattr(model, 'source', type(model).__name__)}")
     for path, stem, image in zip(paths, stems, images, strict=True):
         with torch.no_grad():
             logits = model(image[None].to(next(model.parameters()).device))[0].cpu()
-        targets = _targets_for(logits, args.target)
+        targets = _targets_for(logits, args.target, threshold if args.target is None else None)
         fig, e = _explanation_figure(model, image, targets, f"{path.name} ({image.shape[-2]}x{image.shape[-1]})")
         fig.savefig(out / f"{stem}_explain.png", dpi=130)
-        explained = ", ".join(f"{class_name(model, t)} logit {float(logits[t]):.2f}" for t in targets)
+        explained = ", ".join(
+            f"{class_name(model, t)} logit {float(logits[t]):.2f} p {float(torch.sigmoid(logits[t])):.2f}"
+            for t in targets
+        )
+        if args.target is None and threshold is not None:
+            above = float(torch.sigmoid(logits[targets[0]])) >= threshold
+            explained = (f"labels with p >= {threshold:g}: " if above else f"no label has p >= {threshold:g}; "
+                         "the highest: ") + explained  # fmt: skip
         print(f"{path}: {explained} (completeness error {e.completeness_error():.1e}) -> {out / f'{stem}_explain.png'}")
         if args.layers:
             _layers_figure(model, image, targets[0], f"{path.name}: {class_name(model, targets[0])}").savefig(

@@ -7,6 +7,7 @@ Examples::
     alignnet train --resume runs/b15                    # continue an interrupted run
     alignnet train --data imagefolder:photos --init-from fmnist_bcos -o runs/mine   # fine-tune on your classes
     alignnet train --data imagefolder:photos --init-from runs/x/model.safetensors --freeze-backbone -o runs/probe
+    alignnet train --data csv:labels.csv --init-from fmnist_bcos -o runs/tags      # multi-label (path,labels CSV)
     alignnet train --preset imagenet-bcos-resnet50 --set data.root=/imagenet --devices 4 --strategy ddp -o runs/r50
 """
 
@@ -37,7 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     src.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     ft = parser.add_argument_group("fine-tuning (without --preset/--config: the finetune preset)")
-    ft.add_argument("--data", metavar="imagefolder:DIR", help="train on DIR/<class>/<image> (or DIR/train + DIR/val)")
+    ft.add_argument(
+        "--data",
+        metavar="imagefolder:DIR|csv:FILE",
+        help="train on DIR/<class>/<image> (or DIR/train + DIR/val), or on the images a CSV lists with their "
+        "';'-separated labels (multi-label; docs/own-data.md)",
+    )
     ft.add_argument(
         "--init-from", metavar="NAME_OR_FILE", help="start from a pretrained-weights name or a .safetensors model"
     )
@@ -76,8 +82,13 @@ def resolve_config(args: argparse.Namespace):
     data_dir = None
     if args.data is not None:
         kind, _, data_dir = args.data.partition(":")
-        if kind != "imagefolder" or not data_dir:
-            raise InputError(f"--data {args.data!r}: use imagefolder:DIR (DIR/<class>/<image>)")
+        if kind not in ("imagefolder", "csv") or not data_dir:
+            raise InputError(
+                f"--data {args.data!r}: use imagefolder:DIR (DIR/<class>/<image>) or csv:FILE (multi-label: a path "
+                "and a 'labels' column, names separated by ';')"
+            )
+        if kind == "csv" and not data_dir.lower().endswith(".csv"):
+            raise InputError(f"--data csv:FILE needs a .csv file, got {data_dir!r}")
     if data_dir is not None or args.init_from is not None:
         from ..train.finetune import finetune_settings
 
@@ -100,6 +111,15 @@ def resolve_config(args: argparse.Namespace):
     if args.no_progress:
         shortcuts.append("trainer.progress_bar=false")
     return config_from_dict(apply_overrides(data, shortcuts + list(args.overrides)))
+
+
+def _exported_epoch(output: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((Path(output) / "summary.json").read_text())["exported_epoch"])
+    except (OSError, KeyError, ValueError):
+        return "?"
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -136,10 +156,12 @@ def run(args: argparse.Namespace) -> int:
     result = train(config, output, resume=args.resume, overwrite=args.overwrite)
     if result.interrupted:
         return 130
-    acc = result.metrics.get("val_acc")
+    key = "val_map" if result.monitor == "val_map" else "val_acc"
+    acc = result.metrics.get(key)
     if acc is not None:
         print(
-            f"done: {result.epochs_completed} epochs in {result.wall_time_s:.0f} s, final val_acc {acc:.4f}; "
+            f"done: {result.epochs_completed} epochs in {result.wall_time_s:.0f} s, final {key} {acc:.4f} "
+            f"(model.safetensors: the best {key}, epoch {_exported_epoch(output)}); "
             f"model: {Path(output) / 'model.safetensors'}",
             file=sys.stderr,
         )

@@ -20,6 +20,7 @@ from .datasets import (
     read_fashion_mnist,
     read_idx,
 )
+from .multilabel import MultiLabelCsv, csv_datasets, make_mosaics, read_label_csv, write_label_csv
 from .prepare import (
     MAX_ASPECT_RATIO,
     MAX_PREPARED_PIXELS,
@@ -51,11 +52,13 @@ __all__ = [
     "CIFAR10Dataset",
     "CorruptImageError",
     "ImageTooLargeError",
+    "MultiLabelCsv",
     "SafeImageFolder",
     "augment_32",
     "cifar10",
     "check_fit",
     "collate_skip_none",
+    "csv_datasets",
     "eval_transform",
     "fashion_mnist",
     "fashion_mnist_to_input",
@@ -65,9 +68,12 @@ __all__ = [
     "image_folder",
     "load_embedded",
     "load_image",
+    "make_mosaics",
     "pil_to_tensor",
     "read_cifar_batch",
     "read_fashion_mnist",
     "read_idx",
+    "read_label_csv",
     "train_transform",
+    "write_label_csv",
 ]

@@ -15,10 +15,26 @@ from .localisation import (
     summarise,
     tile_grids,
 )
+from .multilabel import (
+    average_precision,
+    evaluate_labels,
+    f1_at_threshold,
+    label_cells,
+    mean_average_precision,
+    multilabel_localisation,
+    multilabel_summary,
+)
 from .pixel_removal import PixelRemovalResult, evaluate_pixel_removal, removal_counts, removal_curves
 
 __all__ = [
     "LocalisationResult",
+    "average_precision",
+    "evaluate_labels",
+    "f1_at_threshold",
+    "label_cells",
+    "mean_average_precision",
+    "multilabel_localisation",
+    "multilabel_summary",
     "PixelRemovalResult",
     "evaluate_localisation",
     "evaluate_pixel_removal",

@@ -559,10 +559,10 @@ def _datasets(models, dataset, loader_workers: int) -> list[_Items]:
     loaded: list[tuple[object, _Items]] = []
     out = []
     for _, model in models:
-        spec = getattr(model, "input_spec", None)
+        spec = (getattr(model, "input_spec", None), getattr(model, "class_names", None))
         same = [items for s, items in loaded if s == spec]
         if not same:
-            same = [_Items(dataset_from_spec(dataset, spec), loader_workers)]
+            same = [_Items(dataset_from_spec(dataset, *spec), loader_workers)]
             loaded.append((spec, same[0]))
         out.append(same[0])
     return out

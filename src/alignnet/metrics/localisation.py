@@ -117,7 +117,8 @@ def localisation_scores(attributions: Tensor, cells: Tensor | np.ndarray, grid: 
     attributions:
         ``(N, H, W)`` or ``(N, C, H, W)`` (summed over C) maps of whole grids; H and W divisible by ``grid``.
     cells:
-        ``(N,)`` target cell per map, row-major in ``[0, grid**2)``.
+        ``(N,)`` target cell per map, row-major in ``[0, grid**2)``; or ``(N, grid**2)`` bool, the target's
+        cells (multi-label grids, docs/metrics.md#multi-label-localisation: the share inside all of them).
     grid:
         Cells per side.
     smooth:
@@ -137,10 +138,15 @@ def localisation_scores(attributions: Tensor, cells: Tensor | np.ndarray, grid: 
     g = int(grid)
     if g < 1 or h % g or w % g:
         raise InputError(f"the maps ({h}x{w}) must split into {g}x{g} equal cells")
-    cells = torch.as_tensor(cells, device=a.device).long()
-    if cells.shape != (n,):
-        raise InputError(f"cells must have shape ({n},), got {tuple(cells.shape)}")
-    if bool(((cells < 0) | (cells >= g * g)).any()):
+    cells = torch.as_tensor(cells, device=a.device)
+    masks = cells.dtype == torch.bool and cells.dim() == 2
+    if masks and cells.shape != (n, g * g):
+        raise InputError(f"cell masks must have shape ({n}, {g * g}), got {tuple(cells.shape)}")
+    if not masks:
+        cells = cells.long()
+        if cells.shape != (n,):
+            raise InputError(f"cells must have shape ({n},) or ({n}, {g * g}) (bool), got {tuple(cells.shape)}")
+    if not masks and bool(((cells < 0) | (cells >= g * g)).any()):
         raise InputError(f"cells must lie in [0, {g * g}), got {cells.min().item()}..{cells.max().item()}")
     a = a.double()
     smooth = int(smooth)
@@ -151,7 +157,7 @@ def localisation_scores(attributions: Tensor, cells: Tensor | np.ndarray, grid: 
     positive = a.clamp_min(0)
     per_cell = positive.view(n, g, h // g, g, w // g).sum((2, 4)).flatten(1)  # (N, g*g) row-major
     total = per_cell.sum(1)
-    inside = per_cell.gather(1, cells[:, None])[:, 0]
+    inside = (per_cell * cells).sum(1) if masks else per_cell.gather(1, cells[:, None])[:, 0]
     return torch.where(total > 0, inside / total.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(total))
 
 

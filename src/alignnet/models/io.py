@@ -30,14 +30,22 @@ from torch import nn
 
 from ..errors import InputError
 
-__all__ = ["save_model", "load_model", "load_weights", "module_configuration", "configuration_differences"]
+__all__ = [
+    "configuration_differences",
+    "load_model",
+    "load_weights",
+    "module_configuration",
+    "multilabel_threshold",
+    "save_model",
+]
 
 _NAME, _ARGS, _VERSION = "alignnet.model", "alignnet.args", "alignnet.version"
 _CLASSES, _SPEC, _ATTRS = "alignnet.class_names", "alignnet.input_spec", "alignnet.attributes"
+_MULTILABEL = "alignnet.multilabel_threshold"  # a multi-label model: labels with sigmoid(logit) >= this
 # attributes alignnet attaches to a whole model: recorded on their own (name, arguments, class names,
 # input spec) or describing where it came from; none of them changes what the model computes
 _DESCRIPTIVE = frozenset({"model_name", "model_args", "class_names", "input_spec", "paper", "source", "weights_name",
-                          "untrained"})  # fmt: skip
+                          "untrained", "multilabel_threshold"})  # fmt: skip
 
 
 def _normalise(value: Any) -> Any:
@@ -222,6 +230,9 @@ def save_model(model: nn.Module, path: str | os.PathLike, overwrite: bool = True
     spec = getattr(model, "input_spec", None)
     if hasattr(spec, "to_dict"):
         metadata[_SPEC] = json.dumps(spec.to_dict())
+    threshold = multilabel_threshold(model)
+    if threshold is not None:
+        metadata[_MULTILABEL] = json.dumps(threshold)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=metadata)
     return path
@@ -313,11 +324,26 @@ def _set_attributes(model: nn.Module, metadata: dict[str, str], path: Path) -> N
         raise InputError(f"{path}: unusable attributes in the metadata {_ATTRS!r}: {exc}") from None
 
 
+def multilabel_threshold(model: nn.Module) -> float | None:
+    """The threshold of a multi-label model (trained on multi-hot targets: every label with ``sigmoid(logit) >=
+    threshold`` is predicted), ``None`` for a single-label one. Saved and restored with the model."""
+    value = getattr(model, "multilabel_threshold", None)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < float(value) < 1:
+        raise InputError(f"multilabel_threshold must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
 def _restore_extras(model: nn.Module, metadata: dict[str, str], path: Path) -> None:
-    """``class_names`` and ``input_spec`` saved by :func:`save_model` (files of older versions lack them)."""
+    """``class_names``, ``input_spec`` and the multi-label threshold saved by :func:`save_model` (files of older
+    versions lack them)."""
     from ._registry import InputSpec
 
     try:
+        if _MULTILABEL in metadata:
+            model.multilabel_threshold = json.loads(metadata[_MULTILABEL])
+            multilabel_threshold(model)
         if _CLASSES in metadata:
             model.class_names = tuple(json.loads(metadata[_CLASSES]))
         if _SPEC in metadata:

@@ -142,6 +142,7 @@ class ServedModel:
     trained: bool
     source: str
     replicas: int = 1
+    threshold: float | None = None  # a multi-label model's: every label with probability >= it is predicted
     _pool: queue.Queue = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -173,6 +174,8 @@ class ServedModel:
             "trained": self.trained,
             "source": self.source,
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "multilabel": self.threshold is not None,
+            "threshold": self.threshold,
         }
 
 
@@ -221,6 +224,7 @@ def build_models(specs: Sequence[str] = (), replicas: int = 1, progress: bool = 
     import warnings
 
     from ..models import resolve_model
+    from ..models.io import multilabel_threshold
     from ..models.resolve import is_trained
 
     served: list[ServedModel] = []
@@ -251,6 +255,7 @@ def build_models(specs: Sequence[str] = (), replicas: int = 1, progress: bool = 
                 trained=trained,
                 source=getattr(model, "source", spec),
                 replicas=replicas,
+                threshold=multilabel_threshold(model),
             )
         )
     return served
@@ -417,7 +422,7 @@ def explain_image(served: ServedModel, x: Tensor, target: int | None = None, top
     """Predict and explain one model input ``(3, H, W)``.
 
     Returns a JSON-ready dict: ``top`` classes with sigmoid probabilities (the models are trained
-    with BCE), the explained ``target`` (default: the predicted class), the input, the colour
+    with BCE), for a multi-label model the ``labels`` above its ``threshold``, the explained ``target`` (default: the predicted class), the input, the colour
     explanation and the signed contribution map as PNG data URLs, the logit, bias, sum of
     contributions and completeness error, the time :func:`alignnet.explain` took and the time
     spent waiting for a free copy of the model, in milliseconds.
@@ -450,6 +455,15 @@ def explain_image(served: ServedModel, x: Tensor, target: int | None = None, top
             for i in order
         ],
         "predicted": int(order[0]),
+        # a multi-label model: every label with probability >= its threshold, most probable first (else None)
+        "threshold": served.threshold,
+        "labels": None
+        if served.threshold is None
+        else [
+            {"index": int(i), "name": served.classes[int(i)], "probability": float(probs[i])}
+            for i in torch.argsort(logits, descending=True, stable=True)
+            if float(probs[i]) >= served.threshold
+        ],
         "target": t,
         "target_name": served.classes[t],
         "target_probability": float(probs[t]),

@@ -58,15 +58,20 @@ class ModelConfig:
     # set to the 1-in-K prior under BCE); None: a new head when init_from's classes differ from the data's
     new_head: bool | None = None
     freeze_backbone: bool = False  # train the head only (a linear probe on the pretrained features)
+    # multi-label data (data.dataset: csv): a label is predicted when sigmoid(logit) >= threshold; saved with the
+    # model (alignnet explain explains every label above it)
+    threshold: float = 0.5
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    # fashion_mnist | embedded (the subset shipped in the package) | cifar10 | image_folder
+    # fashion_mnist | embedded (the subset shipped in the package) | cifar10 | image_folder | csv (multi-label:
+    # a CSV of image paths and ';'-separated label names, docs/own-data.md)
     dataset: str = "fashion_mnist"
-    root: str | None = None  # None: Debian's Fashion-MNIST directory; required for cifar10/image_folder
+    root: str | None = None  # None: Debian's Fashion-MNIST directory; the folder / CSV file for the others
+    classes: str | None = None  # csv: the class order, "a;b;c" (None: the sorted label names of the file)
     image_size: int = 32
-    val_fraction: float | None = None  # image_folder: None = train/ and val/ sub-folders
+    val_fraction: float | None = None  # image_folder: None = train/ and val/ sub-folders; csv: without a split column
     split_seed: int = 0
     batch_size: int = 64  # per device; the effective batch is batch_size * devices * accumulate
     num_workers: int = 0
@@ -238,9 +243,10 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
 def _validate(c: TrainConfig) -> None:
     checks = [
         (
-            c.data.dataset in ("fashion_mnist", "embedded", "cifar10", "image_folder"),
-            "data.dataset must be fashion_mnist, embedded, cifar10 or image_folder",
+            c.data.dataset in ("fashion_mnist", "embedded", "cifar10", "image_folder", "csv"),
+            "data.dataset must be fashion_mnist, embedded, cifar10, image_folder or csv",
         ),
+        (0 < c.model.threshold < 1, "model.threshold must be in (0, 1)"),
         (c.optimizer.name in ("adam", "adamw"), "optimizer.name must be adam or adamw"),
         (
             c.scheduler.name in ("cosine", "v1_cosine", "step", "constant"),

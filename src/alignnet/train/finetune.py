@@ -188,7 +188,8 @@ def auto_epochs(n_train: int) -> int:
 
 def finetune_settings(data: dict[str, Any], init_from: str | None, data_dir: str | os.PathLike | None) -> dict:
     """``data`` (a raw config dict) with ``init_from`` and the image folder ``data_dir`` set: a folder with
-    ``train/`` and ``val/`` is used as split, any other one is split by ``data.val_fraction``."""
+    ``train/`` and ``val/`` is used as split, any other one is split by ``data.val_fraction``. A ``.csv`` file
+    (multi-label, :mod:`alignnet.data.multilabel`) is split by its ``split`` column or ``data.val_fraction``."""
     import copy
 
     data = copy.deepcopy(data)
@@ -197,8 +198,12 @@ def finetune_settings(data: dict[str, Any], init_from: str | None, data_dir: str
     if data_dir is not None:
         root = Path(data_dir).expanduser()
         section = data.setdefault("data", {})
-        section.update(dataset="image_folder", root=str(root))
-        if (root / "train").is_dir() and (root / "val").is_dir():
+        is_csv = root.suffix.lower() == ".csv"
+        section.update(dataset="csv" if is_csv else "image_folder", root=str(root))
+        if is_csv:
+            if section.get("val_fraction") is None:
+                section["val_fraction"] = 0.1
+        elif (root / "train").is_dir() and (root / "val").is_dir():
             section["val_fraction"] = None
         elif section.get("val_fraction") is None:
             section["val_fraction"] = 0.1
@@ -219,8 +224,9 @@ def finetune(
     overwrite: bool = False,
 ):
     """Fine-tune ``source`` (a pretrained-weights name or a ``.safetensors`` file) on the image folder
-    ``data_dir`` (``<class>/<image>``, or ``train/`` and ``val/`` of those) with the ``finetune`` preset;
-    the run goes to ``output`` (``output/model.safetensors`` holds the folder's class names).
+    ``data_dir`` (``<class>/<image>``, or ``train/`` and ``val/`` of those) or a multi-label ``.csv`` file (image
+    paths and ``;``-separated labels, docs/own-data.md) with the ``finetune`` preset; the run goes to ``output``
+    (``output/model.safetensors``: the best validation epoch's weights, with the class names).
 
     ``freeze_backbone``: a linear probe (only the new head trains). ``epochs``: None chooses them from the
     data size. ``lr`` (everything), ``head_lr`` (the head): None keeps the preset's. ``overrides``:

@@ -118,8 +118,12 @@ def load_initial_weights(model: nn.Module, spec: str) -> nn.Module:
 
 
 def bce_one_hot(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean binary cross-entropy of ``(N, K)`` logits against one-hot ``(N,)`` labels."""
-    target = F.one_hot(labels, logits.shape[1]).to(torch.float32)
+    """Mean binary cross-entropy of ``(N, K)`` logits against one-hot ``(N,)`` labels, or against multi-hot
+    ``(N, K)`` targets (multi-label data: the same loss, several ones per row)."""
+    if labels.dim() == 2:
+        target = labels.to(torch.float32)
+    else:
+        target = F.one_hot(labels, logits.shape[1]).to(torch.float32)
     return F.binary_cross_entropy_with_logits(logits.float(), target)
 
 
@@ -157,8 +161,11 @@ class LRSchedule:
 class ClassifierModule(L.LightningModule):
     """Trains ``model`` (images ``(N, 3, H, W)`` in [0, 1] -> logits ``(N, K)``) with BCE on one-hot targets.
 
-    Logs ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc`` (top-1) and ``lr``. The random
-    number generators' states go into checkpoints so a resumed run reproduces the uninterrupted one.
+    Logs ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc`` (top-1) and ``lr``. Multi-label data (multi-hot
+    ``(N, K)`` targets, ``multilabel=True``): ``train_loss``, ``val_loss`` and, over the whole validation set,
+    ``val_map`` (mean average precision), ``val_f1`` (macro F1 at ``threshold``) and ``val_exact`` (exact label
+    sets). The random number generators' states go into checkpoints so a resumed run reproduces the
+    uninterrupted one.
     """
 
     def __init__(
@@ -169,9 +176,13 @@ class ClassifierModule(L.LightningModule):
         epochs: int,
         agc: tuple[float, float] | None = None,
         head: Collection[str] = (),
+        multilabel: bool = False,
+        threshold: float = 0.5,
     ) -> None:
         super().__init__()
         self.model = model
+        self.multilabel, self.threshold = multilabel, threshold
+        self._val_outputs: list[tuple[Tensor, Tensor]] = []
         self.optimizer_config, self.scheduler_config, self.epochs = optimizer, scheduler, epochs
         self.agc = agc  # (clip_factor, eps) of adaptive gradient clipping, or None
         self.head = frozenset(head)  # state-dict keys of the head (optimizer.head_lr applies to them)
@@ -210,8 +221,14 @@ class ClassifierModule(L.LightningModule):
             return None
         logits = self.model(x)
         loss = bce_one_hot(logits, y)
-        acc = (logits.argmax(dim=1) == y).float().mean()
         on_step = stage == "train"
+        if self.multilabel:
+            self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step,
+                     batch_size=len(y))  # fmt: skip
+            if stage == "val":
+                self._val_outputs.append((logits.detach().float(), y.detach().float()))
+            return loss
+        acc = (logits.argmax(dim=1) == y).float().mean()
         self.log(
             f"{stage}_loss",
             loss,
@@ -237,6 +254,24 @@ class ClassifierModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs = []
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.multilabel or not self._val_outputs:
+            return
+        from ..metrics.multilabel import multilabel_summary
+
+        logits = torch.cat([o[0] for o in self._val_outputs])
+        targets = torch.cat([o[1] for o in self._val_outputs])
+        self._val_outputs = []
+        if self.trainer.world_size > 1:  # every rank's share (the distributed sampler pads them to one size)
+            logits, targets = self.all_gather(logits).flatten(0, 1), self.all_gather(targets).flatten(0, 1)
+        summary = multilabel_summary(logits.cpu(), targets.cpu(), self.threshold)
+        for key in ("map", "f1", "exact"):
+            value = summary["exact_match" if key == "exact" else key]
+            self.log(f"val_{key}", float(value) if value == value else 0.0, prog_bar=key != "exact")
 
     def configure_optimizers(self):
         cfg = self.optimizer_config

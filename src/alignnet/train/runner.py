@@ -62,6 +62,8 @@ class TrainResult:
     epochs_completed: int
     wall_time_s: float
     interrupted: bool
+    monitor: str = "val_acc"  # what best_score measures: val_acc, or val_map for multi-label data
+    best_score: float | None = None
 
 
 def _is_rank_zero() -> bool:
@@ -136,6 +138,18 @@ def build_datasets(config: DataConfig) -> tuple[Dataset, Dataset, int]:
         train = data.cifar10(config.root, train=True, augment=config.augment, hflip=config.hflip)
         val = data.cifar10(config.root, train=False)
         n_classes = 10
+    elif d == "csv":
+        if config.root is None:
+            raise InputError("data.root must name the label CSV (--data csv:FILE or --set data.root=FILE)")
+        from ..data.multilabel import csv_datasets
+
+        train, val = csv_datasets(config.root, config.image_size, config.val_fraction, config.split_seed,
+                                  config.strict, config.hflip, config.classes)  # fmt: skip
+        if not config.augment:
+            from ..data import eval_transform
+
+            train.transform = eval_transform(config.image_size)
+        n_classes = len(train.classes)
     else:
         if config.root is None:
             raise InputError("data.root must name the image folder (--set data.root=PATH)")
@@ -256,7 +270,10 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
         freeze_backbone(model, head)
     if class_names is not None and len(class_names) == n_classes:
         model.class_names = tuple(class_names)  # saved in model.safetensors (alignnet explain prints them)
-    if config.data.dataset == "image_folder":  # how alignnet explain/evaluate must prepare an image
+    multilabel = bool(getattr(train_set, "multilabel", False))
+    if multilabel:  # saved too: alignnet explain/evaluate/serve treat the model as multi-label
+        model.multilabel_threshold = float(model_config.threshold)
+    if config.data.dataset in ("image_folder", "csv"):  # how alignnet explain/evaluate must prepare an image
         from ..models import InputSpec
 
         size = config.data.image_size
@@ -279,13 +296,15 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
     val_loader = DataLoader(val_set, shuffle=False, **loader_kw)
 
     agc = (tc.agc_clip_factor, tc.agc_eps) if tc.agc_clip_factor is not None else None
-    module = ClassifierModule(model, config.optimizer, config.scheduler, tc.epochs, agc=agc, head=head)
+    module = ClassifierModule(model, config.optimizer, config.scheduler, tc.epochs, agc=agc, head=head,
+                              multilabel=multilabel, threshold=model_config.threshold)  # fmt: skip
+    monitor = "val_map" if multilabel else "val_acc"  # the best checkpoint's (and early stopping's) criterion
     ckpt_dir = output_dir / "checkpoints"
     cbs: list[Any] = [
         ModelCheckpoint(
             dirpath=ckpt_dir,
             filename="best",
-            monitor="val_acc",
+            monitor=monitor,
             mode="max",
             save_top_k=1,
             auto_insert_metric_name=False,
@@ -301,7 +320,7 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
     if tc.early_stopping_patience is not None:
         from lightning.pytorch.callbacks import EarlyStopping
 
-        cbs.append(EarlyStopping(monitor="val_acc", mode="max", patience=tc.early_stopping_patience))
+        cbs.append(EarlyStopping(monitor=monitor, mode="max", patience=tc.early_stopping_patience))
     cbs.extend(callbacks)
     loggers: list[Any] = [CSVLogger(save_dir=str(output_dir), name="", version="")]
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
@@ -337,7 +356,8 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
         warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists", category=UserWarning)
         trainer.fit(module, train_loader, val_loader, **fit_kw)
     wall = time.perf_counter() - start
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith(("_loss", "_acc", "_s"))}
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+               if k.endswith(("_loss", "_acc", "_s", "_map", "_f1", "_exact"))}  # fmt: skip
     best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     best_epoch = None
     if trainer.is_global_zero and not trainer.interrupted:
@@ -346,7 +366,9 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
         output_dir=output_dir,
         model=module.model,
         metrics=metrics,
-        best_val_acc=float(best) if best is not None else None,
+        best_val_acc=float(best) if best is not None and monitor == "val_acc" else None,
+        monitor=monitor,
+        best_score=float(best) if best is not None else None,
         epochs_completed=trainer.current_epoch,
         wall_time_s=wall,
         interrupted=trainer.interrupted,
@@ -365,6 +387,9 @@ def _train(config: TrainConfig, output_dir: Path, ckpt_path: Path | None, callba
             "exported_epoch": best_epoch,  # model.safetensors holds this epoch's weights (1-based; the best val)
             "final": metrics,
             "best_val_acc": result.best_val_acc,
+            "monitor": monitor,  # the criterion of the best checkpoint: val_acc, or val_map (multi-label)
+            "best_val_score": result.best_score,
+            "multilabel": multilabel,
             "wall_time_s": round(wall, 1),
             "resumed_from": str(ckpt_path) if ckpt_path else None,
             "config": config_to_dict(config),

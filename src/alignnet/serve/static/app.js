@@ -98,7 +98,10 @@ function renderExplanation(e) {
   $("colour-img").src = e.colour || "";
   $("contrib-img").src = e.contributions;
   const predicted = e.top[0];
-  $("predicted").textContent = predicted.name + " (" + (100 * predicted.probability).toFixed(1) + "%)";
+  const pct = (c) => c.name + " (" + (100 * c.probability).toFixed(1) + "%)";
+  $("predicted").textContent = e.labels  // a multi-label model: every label above its threshold
+    ? (e.labels.length ? e.labels.map(pct).join(", ") : "no label") + " — labels with p \u2265 " + e.threshold
+    : pct(predicted);
   $("explained").textContent = e.target_name + " (" + (100 * e.target_probability).toFixed(1) + "%)";
   const list = $("top5");
   list.textContent = "";
