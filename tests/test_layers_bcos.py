@@ -59,6 +59,60 @@ def test_patch_norms_match_unfold(c, k, stride, padding, groups, size):
     torch.testing.assert_close(ours, unfold_norms(x, k, stride, padding, groups), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize(
+    "c,k,stride,padding,groups,size",
+    [(3, 3, 1, 1, 1, 32), (6, 7, 2, 3, 1, 40), (4, 3, 2, 1, 2, 33), (2, 4, 3, 0, 1, 37), (4, 5, 1, 2, 4, 34)],
+)
+def test_patch_norms_of_large_maps_match_unfold(c, k, stride, padding, groups, size):
+    """From 32x32 on, a CPU sums the patches with band-matrix products instead of avg_pool2d."""
+    from alignnet.layers import bcos
+
+    assert size * (size + 2) >= bcos._BOX_MATMUL_MIN_PIXELS
+    x = torch.randn(2, c, size, size + 2, dtype=torch.float64)
+    ours = patch_norms(x, k, stride, padding, groups)
+    torch.testing.assert_close(ours, unfold_norms(x, k, stride, padding, groups), rtol=1e-12, atol=1e-12)
+    squares = (x * x).unflatten(1, (groups, -1)).sum(2)
+    pooled = F.avg_pool2d(squares, k, stride, padding, divisor_override=1)
+    torch.testing.assert_close(bcos._box_sums(squares, (k, k), (stride, stride), (padding, padding)), pooled)
+
+
+@pytest.mark.parametrize("size,weight_first", [(3, False), (12, True)])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_both_ways_of_unit_norm_rows_match_the_reference(size, weight_first, groups):
+    """Small outputs divide the output channels by the row norms, large ones scale the weight rows first:
+    the same values and the same gradients (input and weight) either way."""
+    torch.manual_seed(3)
+    layer = BcosConv2d(8, 6, 3, padding=1, groups=groups, max_out=2).double()
+    x = torch.randn(2, 8, size, size, dtype=torch.float64, requires_grad=True)
+    assert layer._normalise_weight_first(x) is weight_first
+    out = layer(x)
+    ref = reference_bcos_conv(layer, x)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (x, layer.weight), g)
+    ref_grads = torch.autograd.grad(ref, (x, layer.weight), g)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    with torch.no_grad():  # the in-place inference path
+        torch.testing.assert_close(layer(x), ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("b,groups,max_out", [(2.0, 1, 1), (2.0, 4, 1), (2.5, 2, 2), (1.5, 1, 1)])
+def test_inference_scaling_in_pieces_equals_the_autograd_path(b, groups, max_out):
+    """Large CPU outputs are scaled in place piece by piece (channels of one image at a time) without autograd."""
+    from alignnet.layers import bcos
+
+    torch.manual_seed(4)
+    layer = BcosConv2d(8, 64, 3, padding=1, groups=groups, b=b, max_out=max_out).double()
+    x = torch.randn(2, 8, 70, 70, dtype=torch.float64)
+    assert 2 * 64 * 70 * 70 > 2 * bcos._CHUNK_ELEMENTS and 64 % (bcos._CHUNK_ELEMENTS // (70 * 70)) != 0
+    with torch.no_grad():
+        pieces = layer(x)
+    whole = layer(x.requires_grad_(True))  # the autograd.Function, in one piece
+    torch.testing.assert_close(pieces, whole.detach(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(pieces, reference_bcos_conv(layer, x.detach()), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("b", [1.0, 1.25, 2.0, 2.5])
 @pytest.mark.parametrize("max_out", [1, 2])
 @pytest.mark.parametrize("groups,stride,padding", [(1, 1, 1), (2, 2, 0), (3, 2, 1)])
