@@ -17,8 +17,14 @@ from PIL import Image  # noqa: E402
 
 import alignnet  # noqa: E402
 from alignnet.cli import main as cli_main  # noqa: E402
-from alignnet.data import load_embedded  # noqa: E402
-from alignnet.data.multilabel import csv_datasets, make_mosaics, read_label_csv, write_label_csv  # noqa: E402
+from alignnet.data import CorruptImageError, load_embedded  # noqa: E402
+from alignnet.data.multilabel import (  # noqa: E402
+    MultiLabelCsv,
+    csv_datasets,
+    make_mosaics,
+    read_label_csv,
+    write_label_csv,
+)
 from alignnet.errors import InputError  # noqa: E402
 from alignnet.metrics import (  # noqa: E402
     average_precision,
@@ -128,6 +134,18 @@ def test_split_column(tmp_path):
     assert len(train) == 2 and len(val) == 1
     x, y = val[0]
     assert x.shape == (3, 8, 8) and y.tolist() == [0.0, 1.0]
+
+
+def test_unreadable_image_in_the_csv_is_skipped_or_refused(tmp_path):
+    path = _tiny_csv(tmp_path, ["a", "b", "a;b"])
+    (tmp_path / "img" / "1.png").write_bytes(b"not a png")
+    table = read_label_csv(path)
+    data = MultiLabelCsv(table)
+    with pytest.warns(UserWarning, match=r"1\.png"):
+        assert data[1] is None
+    assert data.skipped == 1 and data[2][1].tolist() == [1.0, 1.0]
+    with pytest.raises(CorruptImageError, match=r"1\.png"):
+        MultiLabelCsv(table, strict=True)[1]
 
 
 # --------------------------------------------------------------------------------------- a multi-label run

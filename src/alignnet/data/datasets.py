@@ -356,16 +356,24 @@ class SafeImageFolder(Dataset):
 
     def __getitem__(self, index: int):
         path, target = self.samples[index]
-        try:
-            image = _open_rgb_or_raise(path)
-        except CorruptImageError as exc:
-            if self.strict:
-                raise
-            self.skipped += 1
-            warnings.warn(f"skipping {exc} ({self.skipped} skipped so far)", stacklevel=2)
+        image = open_or_skip(self, path)
+        if image is None:
             return None
         x = self.transform(image) if self.transform is not None else pil_to_tensor(image)
         return x, target
+
+
+def open_or_skip(dataset, path: str) -> Image.Image | None:
+    """The image at ``path``; an unreadable one raises :class:`CorruptImageError` when ``dataset.strict``, else it
+    is counted in ``dataset.skipped``, named in a warning, and ``None`` is returned."""
+    try:
+        return _open_rgb_or_raise(path)
+    except CorruptImageError as exc:
+        if dataset.strict:
+            raise
+        dataset.skipped += 1
+        warnings.warn(f"skipping {exc} ({dataset.skipped} skipped so far)", stacklevel=3)
+        return None
 
 
 def _open_rgb_or_raise(path: str) -> Image.Image:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,16 +136,11 @@ class MultiLabelCsv(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int):
-        from .datasets import _open_rgb_or_raise
-        from .transforms import CorruptImageError, pil_to_tensor
+        from .datasets import open_or_skip
+        from .transforms import pil_to_tensor
 
-        try:
-            image = _open_rgb_or_raise(self.samples[index])
-        except CorruptImageError as exc:
-            if self.strict:
-                raise
-            self.skipped += 1
-            warnings.warn(f"skipping {exc} ({self.skipped} skipped so far)", stacklevel=2)
+        image = open_or_skip(self, self.samples[index])
+        if image is None:
             return None
         x = self.transform(image) if self.transform is not None else pil_to_tensor(image)
         return x, self.multi_hot[index]
