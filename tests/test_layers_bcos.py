@@ -270,3 +270,14 @@ def test_max_out_inference_path_equals_gradient_path(groups):
         torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=0)
         slow.sum().backward()
         assert x_req.grad is not None and torch.isfinite(x_req.grad).all() and x_req.grad.abs().sum() > 0
+
+
+def test_trace_of_a_large_layer_runs_at_other_batch_and_map_sizes():
+    """The CPU fast paths (pieces per image, band matrices of one map size) stay out of a trace."""
+    torch.manual_seed(5)
+    layer = BcosConv2d(8, 64, 3, padding=1).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(layer, torch.rand(2, 8, 70, 70), check_trace=False)
+        for shape in [(3, 8, 70, 70), (1, 8, 40, 36), (2, 8, 70, 70)]:
+            x = torch.rand(shape)
+            torch.testing.assert_close(traced(x), layer(x), rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ the only difference in the state dict is that ``bcos`` stores the weight as ``li
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -76,7 +77,7 @@ def patch_norms(
     squares = squares.unflatten(1, (groups, -1)).sum(2) if groups > 1 else squares.sum(1, keepdim=True)
     if (kh, kw) == (1, 1) and _pair(padding) == (0, 0):
         sums = squares[..., :: _pair(stride)[0], :: _pair(stride)[1]]  # a 1x1 patch is one position
-    elif squares.device.type == "cpu" and squares.shape[-2] * squares.shape[-1] >= _BOX_MATMUL_MIN_PIXELS:
+    elif _box_matmul_pays(squares):
         sums = _box_sums(squares, (kh, kw), _pair(stride), _pair(padding))
     else:  # sum pooling: the average times k*k
         sums = F.avg_pool2d(squares, (kh, kw), stride=stride, padding=padding, divisor_override=1)
@@ -92,12 +93,21 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _BOX_MATMUL_MIN_PIXELS = 32 * 32
 
 
-def _box_matrix(size: int, k: int, stride: int, padding: int, like: Tensor) -> Tensor:
-    """``(out, size)`` matrix of ones where output position ``i`` covers input ``j`` (zero padding drops out)."""
+def _box_matmul_pays(squares: Tensor) -> bool:
+    if squares.device.type != "cpu" or _compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
+        return False  # compiled: inductor generates its own pooling kernel; traced: no shape-bound constants
+    return squares.shape[-2] * squares.shape[-1] >= _BOX_MATMUL_MIN_PIXELS
+
+
+@functools.lru_cache(maxsize=64)
+def _box_matrix(size: int, k: int, stride: int, padding: int, dtype: torch.dtype) -> Tensor:
+    """``(out, size)`` CPU matrix of ones where output position ``i`` covers input ``j`` (zero padding drops out).
+
+    A constant of its arguments (never written to), so it is built once per shape."""
     out = (size + 2 * padding - k) // stride + 1
-    start = torch.arange(out, device=like.device)[:, None] * stride - padding
-    j = torch.arange(size, device=like.device)[None]
-    return ((j >= start) & (j < start + k)).to(like.dtype)
+    start = torch.arange(out)[:, None] * stride - padding
+    j = torch.arange(size)[None]
+    return ((j >= start) & (j < start + k)).to(dtype)
 
 
 def _box_sums(sums: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
@@ -106,8 +116,8 @@ def _box_sums(sums: Tensor, kernel: tuple[int, int], stride: tuple[int, int], pa
     Equal to ``avg_pool2d(..., divisor_override=1)`` up to the order of the additions. torch has no box-sum
     kernel of its own that is fast on one-channel CPU maps (avg_pool2d parallelises over channels).
     """
-    rows = _box_matrix(sums.shape[-2], kernel[0], stride[0], padding[0], sums)
-    cols = _box_matrix(sums.shape[-1], kernel[1], stride[1], padding[1], sums)
+    rows = _box_matrix(sums.shape[-2], kernel[0], stride[0], padding[0], sums.dtype)
+    cols = _box_matrix(sums.shape[-1], kernel[1], stride[1], padding[1], sums.dtype)
     return torch.matmul(torch.matmul(rows, sums), cols.t())
 
 
@@ -227,7 +237,8 @@ _CHUNK_ELEMENTS = 1 << 18
 
 def _scale_in_place(linear: Tensor, norm: Tensor, b: float) -> Tensor:
     """``linear *= factor(linear, norm)`` without autograd, piece by piece for large CPU feature maps."""
-    if linear.device.type != "cpu" or linear.dim() != 4 or linear.numel() <= 2 * _CHUNK_ELEMENTS:
+    small = linear.dim() != 4 or linear.numel() <= 2 * _CHUNK_ELEMENTS
+    if small or linear.device.type != "cpu" or torch.jit.is_tracing():  # a trace must not unroll the batch
         return linear.mul_(_factor_in_place(linear, norm, b))
     channels, plane = linear.shape[1], linear.shape[2] * linear.shape[3]
     step = max(1, _CHUNK_ELEMENTS // plane)
@@ -364,7 +375,7 @@ class BcosConv2d(_UnitRows):
     def _normalise_weight_first(self, x: Tensor) -> bool:
         """Whether scaling the weight's rows costs less than dividing the output's channels: fewer weights per
         output channel (``C_in/groups * k*k``) than output positions (``N * H' * W'``). Both are the same map."""
-        if _compiling() or torch.jit.is_scripting():
+        if _compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
             return False  # one program for every shape; the compiler fuses the division into the next ops
         kh, kw = self.kernel_size
         h = (x.shape[2] + 2 * self.padding[0] - kh) // self.stride[0] + 1
