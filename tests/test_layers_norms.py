@@ -32,6 +32,25 @@ def test_batchnorm_uncentered_train_and_eval():
     assert int(bn.num_batches_tracked) == 1
 
 
+def test_batchnorm_uncentered_eval_ignores_the_running_mean_buffer_and_keeps_dtypes():
+    """Evaluation is ``x * weight / sqrt(running_var + eps)`` whatever a state dict put into running_mean."""
+    torch.manual_seed(1)
+    bn = BatchNormUncentered2d(4).double().eval()
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.running_mean.fill_(3.0)
+    with torch.no_grad():
+        bn.weight.uniform_(-1.0, 1.0)
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    scale = (bn.weight / (bn.running_var + bn.eps).sqrt())[None, :, None, None]
+    y = bn(x)
+    torch.testing.assert_close(y, x * scale, rtol=1e-14, atol=0)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(g, scale.expand_as(x), rtol=1e-14, atol=0)
+    bn.float()
+    for dtype in (torch.bfloat16, torch.float16):
+        assert bn(x.detach().to(dtype)).dtype == dtype
+
+
 def test_batchnorm_detaches_batch_statistics_in_explanation_mode():
     bn = BatchNormUncentered2d(2)
     x = torch.randn(4, 2, 3, 3, requires_grad=True)

@@ -7,6 +7,7 @@ the scale (batch or token statistics) is a dynamic factor that explanation mode 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
@@ -40,11 +41,12 @@ class BatchNormUncentered2d(nn.BatchNorm2d, DynamicLinear):
                     self.running_var.lerp_(var.detach(), factor)
             y = x / (var + self.eps).sqrt()[None, :, None, None]
             return y if self.weight is None else y * self.weight[None, :, None, None]
-        # evaluation: a constant per-channel scale, one pass over x (and one in the backward) instead of two
-        scale = (self.running_var + self.eps).rsqrt()
-        if self.weight is not None:
-            scale = scale * self.weight
-        return x * scale.to(x.dtype)[None, :, None, None]
+        # Evaluation: a constant per-channel scale ``weight / sqrt(running_var + eps)``, one pass over x. torch's
+        # batch_norm kernel with a zero mean and no bias is exactly that, in one call (no small tensor ops to
+        # build the scale); the mean is a fresh zero vector, not the running_mean buffer, which this layer never
+        # uses (a state dict may carry any values there).
+        zero_mean = torch.zeros_like(self.running_var)
+        return F.batch_norm(x, zero_mean, self.running_var, self.weight, None, False, 0.0, self.eps)
 
 
 class LayerNormUncentered(DynamicLinear):
