@@ -50,7 +50,9 @@ axes[1].set_title(f"explanation of '{name}'")
 alignnet.plot_contribution_map(e.contributions[0], ax=axes[2], title="contributions")
 for ax in axes:
     ax.axis("off")
-fig.suptitle("bcos_resnet50, official weights" if trained else "RANDOM-WEIGHT STAND-IN (weights not cached)",
-             color="black" if trained else "red")
+fig.suptitle(
+    "bcos_resnet50, official weights" if trained else "RANDOM-WEIGHT STAND-IN (weights not cached)",
+    color="black" if trained else "red",
+)
 fig.tight_layout()
 print(f"completeness error: {float(e.completeness_error()):.2e}")

@@ -30,7 +30,7 @@ for name in methods:
 fig, axes = plt.subplots(1, len(methods) + 1, figsize=(2.1 * (len(methods) + 1), 2.6))
 axes[0].imshow(x[0].permute(1, 2, 0).numpy())
 axes[0].set_title(model.class_names[int(target)])
-for ax, name in zip(axes[1:], methods):
+for ax, name in zip(axes[1:], methods, strict=True):
     alignnet.plot_contribution_map(maps[name].detach(), ax=ax, title=f"{name}\n{1000 * times[name]:.0f} ms")
 for ax in axes:
     ax.axis("off")

@@ -25,8 +25,10 @@ images, labels = images[:400], labels[:400]
 with torch.no_grad():
     logits = model(images)  # predicted once, shared by the methods (the grids are chosen from them)
 
-results = {m: evaluate_localisation(model, (images, labels), method=m, n_grids=6, logits=logits, progress=False)
-           for m in ("ours", "ixg", "gradcam")}
+results = {
+    m: evaluate_localisation(model, (images, labels), method=m, n_grids=6, logits=logits, progress=False)
+    for m in ("ours", "ixg", "gradcam")
+}
 
 # %%
 # The baselines are two synthetic maps scored by the same function, `localisation_scores`, on grids of the

@@ -20,8 +20,9 @@ images, labels = images[:32], labels[:32]
 
 fig, ax = plt.subplots(figsize=(6, 3.8))
 for method in ("ours", "ixg", "gradcam"):
-    r = evaluate_pixel_removal(model, (images, labels), method=method, n_images=32, steps=16, orders=("least",),
-                               progress=False)
+    r = evaluate_pixel_removal(
+        model, (images, labels), method=method, n_images=32, steps=16, orders=("least",), progress=False
+    )
     ax.plot(r.fractions, r.mean_curve("least"), label=f"{method} (area {r.summary['least']['auc']:.3f})")
 
 # %%

@@ -31,8 +31,13 @@ for label, name in ((0, "shirts"), (1, "trousers"), (7, "sneakers")):
     for i, index in enumerate(np.flatnonzero(data.labels == label)[:30]):
         Image.fromarray(data.images[index]).save(work / "my_images" / name / f"{i}.png")
 
-result = alignnet.finetune("fmnist_bcos", work / "my_images", work / "run", epochs=1,
-                           overrides=["trainer.progress_bar=false", "trainer.num_threads=1", "trainer.seed=0"])
+result = alignnet.finetune(
+    "fmnist_bcos",
+    work / "my_images",
+    work / "run",
+    epochs=1,
+    overrides=["trainer.progress_bar=false", "trainer.num_threads=1", "trainer.seed=0"],
+)
 print("epochs:", result.epochs_completed, "metrics:", {k: round(v, 3) for k, v in result.metrics.items()})
 
 # %%

@@ -22,15 +22,17 @@ model = alignnet.load_pretrained("fmnist_bcos")
 images, labels = load_embedded("test").tensors()
 clip = synthetic_clip(images[0], images[1], n_frames=12, size=32)  # (T, 3, 32, 32)
 result = explain_frames(model, clip, progress=False)
-print(f"{clip.shape[0]} frames, explained class '{model.class_names[int(result.target)]}', "
-      f"stability {result.stability:.3f}")
+print(
+    f"{clip.shape[0]} frames, explained class '{model.class_names[int(result.target)]}', "
+    f"stability {result.stability:.3f}"
+)
 
 # %%
 # Each frame as the video writer draws it: input | colour explanation | contribution map.
 
 panels = render_panels(result, min_height=96)  # (T, H, W, 3) uint8
 fig, axes = plt.subplots(3, 1, figsize=(6, 6.5))
-for ax, t in zip(axes, (0, len(panels) // 2, len(panels) - 1)):
+for ax, t in zip(axes, (0, len(panels) // 2, len(panels) - 1), strict=True):
     ax.imshow(panels[t])
     ax.set_title(f"frame {t}", fontsize=9)
     ax.axis("off")

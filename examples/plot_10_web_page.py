@@ -44,7 +44,7 @@ def decode(url):
 
 
 fig, axes = plt.subplots(1, 3, figsize=(7, 2.6))
-for ax, key in zip(axes, ("input", "colour", "contributions")):
+for ax, key in zip(axes, ("input", "colour", "contributions"), strict=True):
     ax.imshow(decode(r[key]))
     ax.set_title(key if key != "colour" else f"colour: {r['target_name']}", fontsize=9)
     ax.axis("off")

@@ -22,8 +22,12 @@ from alignnet.data import load_embedded
 from alignnet.layers import AddInverse
 
 model = alignnet.load_pretrained("fmnist_bcos")
-print("first module:", type(next(m for m in model.modules() if isinstance(m, AddInverse))).__name__,
-      "| input_spec.encoding:", model.input_spec.encoding)
+print(
+    "first module:",
+    type(next(m for m in model.modules() if isinstance(m, AddInverse))).__name__,
+    "| input_spec.encoding:",
+    model.input_spec.encoding,
+)
 
 images, _ = load_embedded("test").tensors()
 x = images[:1]  # (1, 3, 32, 32): what you pass
@@ -41,7 +45,7 @@ for c, name in enumerate(["r", "g", "b", "1-r", "1-g", "1-b"]):
     axes[0, c].imshow(encoded[0, c], cmap="gray", vmin=0, vmax=1)
     axes[0, c].set_title(name)
 norms = {"norm of x": x[0].norm(dim=0), "norm of [x, 1-x]": encoded[0].norm(dim=0)}
-for ax, (title, n) in zip(axes[1, :2], norms.items()):
+for ax, (title, n) in zip(axes[1, :2], norms.items(), strict=True):
     im = ax.imshow(n, cmap="viridis", vmin=0, vmax=3**0.5)
     ax.set_title(f"{title}\nmin {float(n.min()):.2f}")
 fig.colorbar(im, ax=axes[1, :2].tolist(), shrink=0.8)
@@ -55,7 +59,17 @@ for ax in axes.flat:
     ax.set_yticks([])
 for ax in axes[1, 4:]:
     ax.axis("off")
-print("smallest pixel norm without / with the encoding:",
-      round(float(x[0].norm(dim=0).min()), 3), "/", round(float(encoded[0].norm(dim=0).min()), 3))
-print("norm bounds of [x, 1-x]: sqrt(3/2) =", round(1.5**0.5, 3), "to sqrt(3) =", round(3**0.5, 3),
-      "| every pair sums to 1:", bool(torch.allclose(encoded[:, :3] + encoded[:, 3:], torch.ones_like(x))))
+print(
+    "smallest pixel norm without / with the encoding:",
+    round(float(x[0].norm(dim=0).min()), 3),
+    "/",
+    round(float(encoded[0].norm(dim=0).min()), 3),
+)
+print(
+    "norm bounds of [x, 1-x]: sqrt(3/2) =",
+    round(1.5**0.5, 3),
+    "to sqrt(3) =",
+    round(3**0.5, 3),
+    "| every pair sums to 1:",
+    bool(torch.allclose(encoded[:, :3] + encoded[:, 3:], torch.ones_like(x))),
+)

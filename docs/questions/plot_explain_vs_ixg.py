@@ -32,11 +32,17 @@ bias = e.bias.detach()
 
 print(f"{'image':>5} {'logit':>9} {'explain: sum + bias':>20} {'IxG: sum + bias':>16}")
 for i in range(len(x)):
-    print(f"{i:>5} {float(e.outputs[i]):9.4f} {float(e.contributions[i].sum() + bias[i]):20.4f} "
-          f"{float(ixg[i].sum() + bias[i]):16.4f}")
-print(f"largest completeness error: explain {float(e.completeness_error()):.1e}, "
-      f"IxG {float((ixg.sum((1, 2)) + bias - e.outputs).abs().max()):.1e}")
-print(f"correlation of the two maps: {float(torch.corrcoef(torch.stack([e.contributions[0].flatten(), ixg[0].flatten()]))[0, 1]):.3f}")
+    print(
+        f"{i:>5} {float(e.outputs[i]):9.4f} {float(e.contributions[i].sum() + bias[i]):20.4f} "
+        f"{float(ixg[i].sum() + bias[i]):16.4f}"
+    )
+print(
+    f"largest completeness error: explain {float(e.completeness_error()):.1e}, "
+    f"IxG {float((ixg.sum((1, 2)) + bias - e.outputs).abs().max()):.1e}"
+)
+print(
+    f"correlation of the two maps: {float(torch.corrcoef(torch.stack([e.contributions[0].flatten(), ixg[0].flatten()]))[0, 1]):.3f}"
+)
 
 # %%
 # The same model, the same image and class: the exact explanation and Input x Gradient.
@@ -44,9 +50,12 @@ print(f"correlation of the two maps: {float(torch.corrcoef(torch.stack([e.contri
 fig, axes = plt.subplots(1, 3, figsize=(8, 2.8))
 axes[0].imshow(x[0].permute(1, 2, 0))
 axes[0].set_title(model.class_names[int(e.targets[0])])
-alignnet.plot_contribution_map(e.contributions[0], ax=axes[1],
-                               title=f"explain (sum+b = {float(e.contributions[0].sum() + bias[0]):.2f})")
-alignnet.plot_contribution_map(ixg[0], ax=axes[2], title=f"Input x Gradient (sum+b = {float(ixg[0].sum() + bias[0]):.2f})")
+alignnet.plot_contribution_map(
+    e.contributions[0], ax=axes[1], title=f"explain (sum+b = {float(e.contributions[0].sum() + bias[0]):.2f})"
+)
+alignnet.plot_contribution_map(
+    ixg[0], ax=axes[2], title=f"Input x Gradient (sum+b = {float(ixg[0].sum() + bias[0]):.2f})"
+)
 for ax in axes:
     ax.axis("off")
 fig.suptitle(f"logit = {float(e.outputs[0]):.2f}")

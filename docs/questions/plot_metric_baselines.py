@@ -35,8 +35,10 @@ ours = alignnet.explain(model, grid_image, targets=target).contributions  # (1, 
 oracle = torch.zeros_like(ours)
 oracle[:, 32:64, 32:64] = 1.0  # all positive attribution in the centre cell
 uniform = torch.ones_like(ours)
-scores = {name: float(localisation_scores(m, torch.tensor([cell]), grid=3)[0])
-          for name, m in (("explain", ours), ("oracle", oracle), ("uniform", uniform))}
+scores = {
+    name: float(localisation_scores(m, torch.tensor([cell]), grid=3)[0])
+    for name, m in (("explain", ours), ("oracle", oracle), ("uniform", uniform))
+}
 for name, s in scores.items():
     print(f"{name:8s} score {s:.3f}")
 
@@ -47,7 +49,7 @@ fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
 axes[0].imshow(grid_image[0].permute(1, 2, 0))
 axes[0].add_patch(plt.Rectangle((31.5, 31.5), 32, 32, fill=False, edgecolor="yellow", lw=2))
 axes[0].set_title(f"grid; target: {model.class_names[target]}", fontsize=9)
-for ax, (name, m) in zip(axes[1:], (("explain", ours), ("oracle", oracle), ("uniform", uniform))):
+for ax, (name, m) in zip(axes[1:], (("explain", ours), ("oracle", oracle), ("uniform", uniform)), strict=True):
     ax.imshow(m[0].clamp_min(0).detach(), cmap="Reds")
     ax.add_patch(plt.Rectangle((31.5, 31.5), 32, 32, fill=False, edgecolor="black", lw=1))
     ax.set_title(f"{name}: score {scores[name]:.3f}", fontsize=9)

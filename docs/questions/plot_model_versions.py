@@ -30,8 +30,9 @@ def settings(model):
         "MaxOut": sorted({int(getattr(c, "max_out", 1)) for c in convs}),
         "output scale": sorted({"v1" if getattr(c, "scale", None) not in (None, 1, 1.0) else "none" for c in convs}),
         "norms": ", ".join(norms) or "none",
-        "logit layer": "none" if logit is None else
-        f"temperature {getattr(logit, 'temperature', None)}, bias {float(bias) if bias is not None else 0:.3f}",
+        "logit layer": "none"
+        if logit is None
+        else f"temperature {getattr(logit, 'temperature', None)}, bias {float(bias) if bias is not None else 0:.3f}",
     }
 
 
@@ -54,13 +55,14 @@ images, _ = load_embedded("test").tensors()
 fig, axes = plt.subplots(1, 4, figsize=(9, 2.6))
 axes[0].imshow(images[0].permute(1, 2, 0))
 axes[0].set_title("input")
-for ax, name in zip(axes[1:], ("fmnist_bcos", "fmnist_coda", "fmnist_bcosified")):
+for ax, name in zip(axes[1:], ("fmnist_bcos", "fmnist_coda", "fmnist_bcosified"), strict=True):
     model = alignnet.load_pretrained(name)
     e = alignnet.explain(model, images[:1])
     ax.imshow(alignnet.colour_explanation(e, index=0))
     ax.set_facecolor("black")
-    ax.set_title(f"{name}\n{model.class_names[int(e.targets[0])]}, error {float(e.completeness_error()):.0e}",
-                 fontsize=8)
+    ax.set_title(
+        f"{name}\n{model.class_names[int(e.targets[0])]}, error {float(e.completeness_error()):.0e}", fontsize=8
+    )
 for ax in axes:
     ax.set_xticks([])
     ax.set_yticks([])
