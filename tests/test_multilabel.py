@@ -134,6 +134,11 @@ def test_split_column(tmp_path):
     assert len(train) == 2 and len(val) == 1
     x, y = val[0]
     assert x.shape == (3, 8, 8) and y.tolist() == [0.0, 1.0]
+    from alignnet.train import load_preset
+    from alignnet.train.finetune import finetune_settings
+
+    data = finetune_settings(load_preset("finetune"), "fmnist_bcos", path)["data"]  # what --data csv:FILE sets
+    assert data["dataset"] == "csv" and data["root"] == str(path) and data["val_fraction"] == 0.1
 
 
 def test_unreadable_image_in_the_csv_is_skipped_or_refused(tmp_path):
@@ -204,6 +209,7 @@ def _probabilities(model, image_path):
         return torch.sigmoid(model(fit_to_model(model, image_path)[None])[0])
 
 
+@pytest.mark.slow  # 13 s on the shared 2-core machine (figures with a row per label)
 def test_cli_explain_explains_every_label_above_the_threshold(run, mosaic_csv, tmp_path, capsys):
     model = alignnet.load_model(run / "model.safetensors")
     images = sorted((mosaic_csv[0].parent / "images").glob("*.png"))[:2]
@@ -280,6 +286,7 @@ def test_served_multilabel_model_lists_the_labels_above_threshold(run, mosaic_cs
 
 
 # ----------------------------------------------------------------------- evaluate on a folder of your images
+@pytest.mark.slow  # 12 s on the shared 2-core machine (the first evaluate CLI import in the file)
 def test_cli_evaluate_accuracy_on_an_image_folder(tmp_path, capsys):
     model = alignnet.load_pretrained("fmnist_bcos")
     x, y = load_embedded("test").tensors()

@@ -222,25 +222,13 @@ class ClassifierModule(L.LightningModule):
         logits = self.model(x)
         loss = bce_one_hot(logits, y)
         on_step = stage == "train"
-        if self.multilabel:
-            self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step,
-                     batch_size=len(y))  # fmt: skip
+        how = {"on_step": on_step, "on_epoch": True, "prog_bar": True, "sync_dist": not on_step, "batch_size": len(y)}
+        self.log(f"{stage}_loss", loss, **how)
+        if self.multilabel:  # mAP and F1 need the whole validation set: on_validation_epoch_end
             if stage == "val":
                 self._val_outputs.append((logits.detach().float(), y.detach().float()))
             return loss
-        acc = (logits.argmax(dim=1) == y).float().mean()
-        self.log(
-            f"{stage}_loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            sync_dist=not on_step,
-            batch_size=len(y),
-        )
-        self.log(
-            f"{stage}_acc", acc, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step, batch_size=len(y)
-        )
+        self.log(f"{stage}_acc", (logits.argmax(dim=1) == y).float().mean(), **how)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> Tensor | None:
