@@ -42,14 +42,14 @@ print("input", tuple(x.shape), "-> encoded", tuple(encoded.shape), "| explanatio
 
 fig, axes = plt.subplots(2, 6, figsize=(12, 4.4))
 for c, name in enumerate(["r", "g", "b", "1-r", "1-g", "1-b"]):
-    axes[0, c].imshow(encoded[0, c], cmap="gray", vmin=0, vmax=1)
+    axes[0, c].imshow(encoded[0, c].numpy(), cmap="gray", vmin=0, vmax=1)
     axes[0, c].set_title(name)
 norms = {"norm of x": x[0].norm(dim=0), "norm of [x, 1-x]": encoded[0].norm(dim=0)}
 for ax, (title, n) in zip(axes[1, :2], norms.items(), strict=True):
-    im = ax.imshow(n, cmap="viridis", vmin=0, vmax=3**0.5)
+    im = ax.imshow(n.numpy(), cmap="viridis", vmin=0, vmax=3**0.5)
     ax.set_title(f"{title}\nmin {float(n.min()):.2f}")
 fig.colorbar(im, ax=axes[1, :2].tolist(), shrink=0.8)
-axes[1, 2].imshow(x[0].permute(1, 2, 0))
+axes[1, 2].imshow(x[0].permute(1, 2, 0).numpy())
 axes[1, 2].set_title("input")
 axes[1, 3].imshow(alignnet.colour_explanation(e, index=0))
 axes[1, 3].set_facecolor("black")

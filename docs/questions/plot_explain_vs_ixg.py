@@ -48,7 +48,7 @@ print(
 # The same model, the same image and class: the exact explanation and Input x Gradient.
 
 fig, axes = plt.subplots(1, 3, figsize=(8, 2.8))
-axes[0].imshow(x[0].permute(1, 2, 0))
+axes[0].imshow(x[0].permute(1, 2, 0).numpy())
 axes[0].set_title(model.class_names[int(e.targets[0])])
 alignnet.plot_contribution_map(
     e.contributions[0], ax=axes[1], title=f"explain (sum+b = {float(e.contributions[0].sum() + bias[0]):.2f})"

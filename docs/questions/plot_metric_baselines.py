@@ -46,11 +46,11 @@ for name, s in scores.items():
 # The grid, and the three maps for the class of the centre cell; only the positive part of a map counts.
 
 fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
-axes[0].imshow(grid_image[0].permute(1, 2, 0))
+axes[0].imshow(grid_image[0].permute(1, 2, 0).numpy())
 axes[0].add_patch(plt.Rectangle((31.5, 31.5), 32, 32, fill=False, edgecolor="yellow", lw=2))
 axes[0].set_title(f"grid; target: {model.class_names[target]}", fontsize=9)
 for ax, (name, m) in zip(axes[1:], (("explain", ours), ("oracle", oracle), ("uniform", uniform)), strict=True):
-    ax.imshow(m[0].clamp_min(0).detach(), cmap="Reds")
+    ax.imshow(m[0].clamp_min(0).detach().numpy(), cmap="Reds")
     ax.add_patch(plt.Rectangle((31.5, 31.5), 32, 32, fill=False, edgecolor="black", lw=1))
     ax.set_title(f"{name}: score {scores[name]:.3f}", fontsize=9)
 for ax in axes:

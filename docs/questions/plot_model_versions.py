@@ -53,7 +53,7 @@ for key in next(iter(rows.values())):
 
 images, _ = load_embedded("test").tensors()
 fig, axes = plt.subplots(1, 4, figsize=(9, 2.6))
-axes[0].imshow(images[0].permute(1, 2, 0))
+axes[0].imshow(images[0].permute(1, 2, 0).numpy())
 axes[0].set_title("input")
 for ax, name in zip(axes[1:], ("fmnist_bcos", "fmnist_coda", "fmnist_bcosified"), strict=True):
     model = alignnet.load_pretrained(name)
