@@ -7,7 +7,8 @@ The Markdown pages link to files beside ``docs/`` (``../benchmarks/RESULTS.md``,
 - adds ``benchmarks/RESULTS.md`` to the site as ``results.md`` (read from the checkout at build time, never
   copied into ``docs/``);
 - rewrites those links to the pages the site builds: the results page and the gallery pages that mkdocs-gallery
-  generates from the scripts (``generated/gallery/<name>.md``, ``generated/questions/<name>.md``).
+  generates from the scripts (``generated/gallery/<name>.md``, ``generated/questions/<name>.md``), and the
+  results page's own links to ``../docs/...`` to the same files on the site.
 
 A link that matches none of these rules is left as it is, so strict mode still reports it when it is broken.
 """
@@ -45,12 +46,18 @@ def _site_target(target: str) -> str | None:
 
 def on_page_markdown(markdown, page, config, files):
     here = posixpath.dirname(page.file.src_uri)
+    # results.md is benchmarks/RESULTS.md: its links are relative to benchmarks/, e.g. ../docs/own-data.md
+    from_results = page.file.src_uri == "results.md" and page.file.generated_by is not None
 
     def replace(match: re.Match) -> str:
         url, anchor = match.group(1), match.group(2) or ""
         if "://" in url or url.startswith(("/", "mailto:")):
             return match.group(0)
-        target = _site_target(posixpath.normpath(posixpath.join(here, url)))
+        if from_results:  # relative to benchmarks/ in the repository
+            in_repo = posixpath.normpath(posixpath.join("benchmarks", url))
+            target = in_repo[len("docs/") :] if in_repo.startswith("docs/") else None
+        else:
+            target = _site_target(posixpath.normpath(posixpath.join(here, url)))
         if target is None:
             return match.group(0)
         return f"]({posixpath.relpath(target, here or '.')}{anchor})"
