@@ -209,7 +209,6 @@ def _probabilities(model, image_path):
         return torch.sigmoid(model(fit_to_model(model, image_path)[None])[0])
 
 
-@pytest.mark.slow  # 13 s on the shared 2-core machine (figures with a row per label)
 def test_cli_explain_explains_every_label_above_the_threshold(run, mosaic_csv, tmp_path, capsys):
     model = alignnet.load_model(run / "model.safetensors")
     images = sorted((mosaic_csv[0].parent / "images").glob("*.png"))[:2]
@@ -286,7 +285,6 @@ def test_served_multilabel_model_lists_the_labels_above_threshold(run, mosaic_cs
 
 
 # ----------------------------------------------------------------------- evaluate on a folder of your images
-@pytest.mark.slow  # 12 s on the shared 2-core machine (the first evaluate CLI import in the file)
 def test_cli_evaluate_accuracy_on_an_image_folder(tmp_path, capsys):
     model = alignnet.load_pretrained("fmnist_bcos")
     x, y = load_embedded("test").tensors()
