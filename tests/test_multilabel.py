@@ -66,6 +66,23 @@ def test_average_precision_and_f1_match_sklearn():
         np.testing.assert_allclose(f1_at_threshold(probs, targets, t), expected, rtol=1e-12)
 
 
+def test_evaluate_labels_known_answer():
+    from alignnet.metrics import evaluate_labels
+
+    net = torch.nn.Linear(2, 2)  # identity: the inputs are the logits
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(2)), net.bias.zero_()
+    x = torch.tensor([[3.0, 1.0], [0.0, 2.0], [5.0, 4.0], [1.0, 0.0]])
+    r = evaluate_labels(net, torch.utils.data.TensorDataset(x, torch.tensor([0, 1, 1, 0])))
+    assert r["accuracy"] == 0.75 and r["per_class_accuracy"] == [1.0, 0.5] and r["n"] == 4
+    multi_hot = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    r = evaluate_labels(net, torch.utils.data.TensorDataset(x, multi_hot), threshold=0.5)
+    assert r["exact_match"] == 0.25  # every logit >= 0: both labels predicted everywhere, right only for row 3
+    assert r["map"] == pytest.approx(mean_average_precision(x, multi_hot))
+    with pytest.raises(InputError, match="more classes than the model's 2 outputs"):
+        evaluate_labels(net, torch.utils.data.TensorDataset(x, torch.tensor([0, 1, 2, 0])))
+
+
 def test_localisation_with_cell_masks_known_answer():
     # a 2x2 grid of 2x2-pixel cells; positive mass 1, 2, 3, 4 in cells 0..3 plus negative mass that is ignored
     a = torch.zeros(2, 4, 4)
@@ -139,6 +156,11 @@ def test_split_column(tmp_path):
 
     data = finetune_settings(load_preset("finetune"), "fmnist_bcos", path)["data"]  # what --data csv:FILE sets
     assert data["dataset"] == "csv" and data["root"] == str(path) and data["val_fraction"] == 0.1
+    from alignnet.train import DataConfig
+    from alignnet.train.runner import build_datasets
+
+    train, _, n = build_datasets(DataConfig(dataset="csv", root=str(path), image_size=8, train_subset=1))
+    assert len(train) == 1 and n == 2 and train.multilabel and train.classes == ("a", "b")  # a subset stays multi-label
 
 
 def test_unreadable_image_in_the_csv_is_skipped_or_refused(tmp_path):

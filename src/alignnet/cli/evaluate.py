@@ -153,6 +153,8 @@ def run_accuracy(args: argparse.Namespace) -> int:
     results = []
     for spec in args.model:
         model = resolve_model(spec, args.device, progress=not args.quiet)
+        if getattr(model, "class_names", None) is None and _own_data(args.data):
+            print(f"note: {spec} has no class names: the data's sorted class names are taken as its classes 0, 1, ...")
         data = dataset_from_spec(args.data, getattr(model, "input_spec", None), getattr(model, "class_names", None))
         if isinstance(data, tuple):
             data = torch.utils.data.TensorDataset(*data)

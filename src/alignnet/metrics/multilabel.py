@@ -173,6 +173,8 @@ def evaluate_labels(
     if not logits:
         raise InputError("no readable image to evaluate")
     out, y = torch.cat(logits), torch.cat(targets)
+    if (y.shape[1] != out.shape[1]) if y.dim() == 2 else int(y.max()) >= out.shape[1]:
+        raise InputError(f"the data has more classes than the model's {out.shape[1]} outputs")
     names = getattr(model, "class_names", None)
     if y.dim() == 2:
         t = multilabel_threshold(model) if threshold is None else float(threshold)

@@ -165,6 +165,7 @@ def build_datasets(config: DataConfig) -> tuple[Dataset, Dataset, int]:
     if config.train_subset is not None:
         sub = _balanced_subset(train, config.train_subset, config.split_seed)
         sub.classes = getattr(train, "classes", None)  # type: ignore[attr-defined]
+        sub.multilabel = getattr(train, "multilabel", False)  # type: ignore[attr-defined]
         train = sub
     return train, val, n_classes
 
