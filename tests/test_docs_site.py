@@ -27,17 +27,8 @@ pytest.importorskip("mkdocs_gallery", reason="the docs extra is not installed (p
 pytest.importorskip("mkdocstrings", reason="the docs extra is not installed (pip install -e '.[docs]')")
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("ALIGNNET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from _browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
 EXAMPLES = sorted(ROOT.glob("examples/plot_*.py"))
 QUESTIONS = sorted(ROOT.glob("docs/questions/plot_*.py"))
 

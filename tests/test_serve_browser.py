@@ -13,7 +13,6 @@ Needs ``pip install playwright`` (no ``playwright install``: the browser is Debi
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import socket
 import threading
@@ -32,21 +31,11 @@ playwright_sync = pytest.importorskip(
 
 from PIL import Image  # noqa: E402
 
+from _browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from alignnet.data import load_embedded  # noqa: E402
 from alignnet.serve.app import create_app  # noqa: E402
 from alignnet.serve.backend import build_models  # noqa: E402
 
-CHROMIUM = os.environ.get("ALIGNNET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 pytestmark = [
