@@ -46,6 +46,13 @@ def test_batchnorm_uncentered_eval_ignores_the_running_mean_buffer_and_keeps_dty
     torch.testing.assert_close(y, x * scale, rtol=1e-14, atol=0)
     (g,) = torch.autograd.grad(y.sum(), x)
     torch.testing.assert_close(g, scale.expand_as(x), rtol=1e-14, atol=0)
+    with torch.no_grad():  # inference: torch's batch_norm kernel with a zero mean
+        torch.testing.assert_close(bn(x), x * scale, rtol=1e-14, atol=0)
+    saved = []  # under autograd with a frozen layer (explain) only the per-channel scale is kept, not the input
+    bn.requires_grad_(False)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        bn(x)
+    assert saved and max(t.numel() for t in saved) == 4
     bn.float()
     for dtype in (torch.bfloat16, torch.float16):
         assert bn(x.detach().to(dtype)).dtype == dtype

@@ -377,6 +377,8 @@ class BcosConv2d(_UnitRows):
         output channel (``C_in/groups * k*k``) than output positions (``N * H' * W'``). Both are the same map."""
         if _compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
             return False  # one program for every shape; the compiler fuses the division into the next ops
+        if _autograd_needs(x, self.weight):
+            return False  # autograd would keep the scaled copy of the weight for the backward: more memory
         kh, kw = self.kernel_size
         h = (x.shape[2] + 2 * self.padding[0] - kh) // self.stride[0] + 1
         w = (x.shape[3] + 2 * self.padding[1] - kw) // self.stride[1] + 1

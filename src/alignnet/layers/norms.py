@@ -41,12 +41,20 @@ class BatchNormUncentered2d(nn.BatchNorm2d, DynamicLinear):
                     self.running_var.lerp_(var.detach(), factor)
             y = x / (var + self.eps).sqrt()[None, :, None, None]
             return y if self.weight is None else y * self.weight[None, :, None, None]
-        # Evaluation: a constant per-channel scale ``weight / sqrt(running_var + eps)``, one pass over x. torch's
-        # batch_norm kernel with a zero mean and no bias is exactly that, in one call (no small tensor ops to
-        # build the scale); the mean is a fresh zero vector, not the running_mean buffer, which this layer never
-        # uses (a state dict may carry any values there).
-        zero_mean = torch.zeros_like(self.running_var)
-        return F.batch_norm(x, zero_mean, self.running_var, self.weight, None, False, 0.0, self.eps)
+        # Evaluation: a constant per-channel scale ``weight / sqrt(running_var + eps)``, one pass over x.
+        if not (
+            torch.is_grad_enabled() and (x.requires_grad or (self.weight is not None and self.weight.requires_grad))
+        ):
+            # Inference: torch's batch_norm kernel with a zero mean and no bias is exactly that, in one call (no
+            # small tensor ops to build the scale); the mean is a fresh zero vector, not the running_mean buffer,
+            # which this layer never uses (a state dict may carry any values there). Under autograd it would keep
+            # its input for the backward, where the product below keeps only the scale.
+            zero_mean = torch.zeros_like(self.running_var)
+            return F.batch_norm(x, zero_mean, self.running_var, self.weight, None, False, 0.0, self.eps)
+        scale = (self.running_var + self.eps).rsqrt()
+        if self.weight is not None:
+            scale = scale * self.weight
+        return x * scale.to(x.dtype)[None, :, None, None]
 
 
 class LayerNormUncentered(DynamicLinear):
