@@ -3,7 +3,8 @@
 Forward: for each B-cos model and its torchvision counterpart (same architecture, random weights, eval mode,
 float32, ``torch.no_grad()``), ``--rounds`` rounds that each time ``--reps`` calls of both back to back, the
 order alternating between rounds; the ratio is the median of the per-round ratios B-cos / torchvision (< 1.15
-is the issue's goal), with their range. Explain: ``alignnet.explain`` per image at batch 8 against the same
+is the issue's goal), with their range; ``--compiled`` compares ``torch.compile``'d B-cos with compiled
+torchvision the same way (compile times reported). Explain: ``alignnet.explain`` per image at batch 8 against the same
 model's forward per image at batch 8 (the physical limit is about 2: one forward plus one input-only
 backward), and against the ``bcos`` package's ``model.explain`` one image at a time (its official loop), both
 by alternating rounds. Memory (``--memory``): each measurement in a fresh subprocess, the peak resident set
@@ -12,7 +13,7 @@ by alternating rounds. Memory (``--memory``): each measurement in a fresh subpro
 gradients, as training does), the forward + input-only backward, and the ``bcos`` package's explain loop.
 
     python benchmarks/bench_eager.py [--models resnet18,resnet50,densenet121] [--batches 1,8] [--rounds 21]
-                                     [--reps 2] [--threads 2] [--explain] [--memory] [--skip-bcos]
+                                     [--reps 2] [--threads 2] [--compiled] [--explain] [--memory] [--skip-bcos]
 """
 
 from __future__ import annotations
@@ -73,19 +74,19 @@ def _no_grad(model, x):
     return f
 
 
-def bench_forward(name: str, batch: int, rounds: int, reps: int) -> dict:
+def bench_forward(name: str, batch: int, rounds: int, reps: int, compiled: bool = False) -> dict:
     ours, tv = _models(name)
     x = torch.rand(batch, 3, 224, 224)
+    row = {"model": name, "batch": batch}
+    if compiled:  # both compiled (inductor, one graph per batch size); the first call is the compilation
+        ours, tv = torch.compile(ours, dynamic=False), torch.compile(tv, dynamic=False)
+        for key, model in (("ours_compile_s", ours), ("tv_compile_s", tv)):
+            t = time.perf_counter()
+            _no_grad(model, x)()
+            row[key] = time.perf_counter() - t
     med, lo, hi, t_ours, t_tv = alternating(_no_grad(ours, x), _no_grad(tv, x), rounds, reps)
-    return {
-        "model": name,
-        "batch": batch,
-        "ratio": med,
-        "min": lo,
-        "max": hi,
-        "ours_ms": 1e3 * t_ours,
-        "tv_ms": 1e3 * t_tv,
-    }
+    row.update(ratio=med, min=lo, max=hi, ours_ms=1e3 * t_ours, tv_ms=1e3 * t_tv)
+    return row
 
 
 def _bcos_package_model(name: str, ours):
@@ -193,6 +194,9 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true", help="also explain at batch 8 against forward and bcos")
     parser.add_argument("--memory", action="store_true", help="also the peak memory of explain at batch 8")
     parser.add_argument("--no-forward", action="store_true", help="skip the forward comparison")
+    parser.add_argument(
+        "--compiled", action="store_true", help="compare torch.compile'd B-cos with compiled torchvision"
+    )
     parser.add_argument("--skip-bcos", action="store_true", help="skip the bcos package")
     parser.add_argument("--_memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -208,14 +212,17 @@ def main() -> None:
         flush=True,
     )
     if not args.no_forward:
-        print("\n| model | batch | B-cos / torchvision (median, range) | B-cos ms | torchvision ms |")
-        print("|---|---|---|---|---|", flush=True)
+        kind = "compiled " if args.compiled else ""
+        extra = " compile s (B-cos, tv) |" if args.compiled else ""
+        print(f"\n| model | batch | {kind}B-cos / torchvision (median, range) | B-cos ms | torchvision ms |{extra}")
+        print("|---|---|---|---|---|" + ("---|" if args.compiled else ""), flush=True)
         for name in models:
             for batch in (int(b) for b in args.batches.split(",")):
-                r = bench_forward(name, batch, args.rounds, args.reps)
+                r = bench_forward(name, batch, args.rounds, args.reps, args.compiled)
+                compile_s = f" {r['ours_compile_s']:.0f}, {r['tv_compile_s']:.0f} |" if args.compiled else ""
                 print(
                     f"| {name} | {batch} | {r['ratio']:.3f}x ({r['min']:.2f}-{r['max']:.2f}) | "
-                    f"{r['ours_ms']:.1f} | {r['tv_ms']:.1f} |",
+                    f"{r['ours_ms']:.1f} | {r['tv_ms']:.1f} |{compile_s}",
                     flush=True,
                 )
     if args.explain:
