@@ -171,13 +171,17 @@ def test_dtype_conversion_then_forward_equals_a_fresh_model(convert):
         out = model(x)
     assert out.dtype == torch.float64
     ref = _fresh_copy(model)
-    torch.testing.assert_close(out, ref(x), rtol=0, atol=0)
+    with torch.no_grad():  # the same (inference) path as ``out``
+        torch.testing.assert_close(out, ref(x), rtol=0, atol=0)
     assert all(not k.startswith("_w_hat") for m in model.modules() for k in vars(m))  # no per-module weight state
 
 
 def test_forward_makes_no_weight_copy_and_no_device_sync():
     """Unit-norm rows without a normalised copy: the convolution gets the parameter itself, no op
-    produces a weight-sized tensor, and nothing reads a value back to the host (a device sync)."""
+    produces a weight-sized tensor, and nothing reads a value back to the host (a device sync).
+
+    (The input is small enough -- 72 output positions, not more than the 72 weights per row -- that inference
+    does not take the per-call scaled weight of large outputs either; test_inference_scales_the_weight_per_call.)"""
     from torch.overrides import TorchFunctionMode
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -211,6 +215,20 @@ def test_forward_makes_no_weight_copy_and_no_device_sync():
         assert len(rec.conv_weights) == 1 and rec.conv_weights[0] is layer.weight
         assert not [op for op, shape in shapes.ops if shape == tuple(layer.weight.shape)], shapes.ops
         assert not [op for op, _ in shapes.ops if "equal" in op or "_local_scalar_dense" in op or "item" in op]
+
+
+def test_inference_scales_the_weight_per_call_and_keeps_nothing():
+    """Without autograd, a layer with more output positions than weights per row convolves with ``w / ||w||``
+    computed in that call: the value follows every edit, also through ``.data``, and no module keeps it."""
+    torch.manual_seed(2)
+    layer = BcosConv2d(8, 16, 3, padding=1, b=1).double()
+    x = torch.rand(2, 8, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        assert layer._normalise_weight_first(x)
+        for idx in [(3, 1, 0, 0), (5, 3, 2, 2)]:
+            layer.weight.data[idx] += 1
+            torch.testing.assert_close(layer(x), _reference_conv(layer, x), rtol=1e-12, atol=1e-12)
+    assert set(vars(layer)) == set(vars(BcosConv2d(8, 16, 3, padding=1, b=1)))
 
 
 # 3. torch.func ----------------------------------------------------------------------------------
