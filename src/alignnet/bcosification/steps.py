@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..layers import BatchNormUncentered2d, LogitLayer
+from ..layers import AvgPool2d, BatchNormUncentered2d, LogitLayer
 from ._layers import BcosifiedAttention, BcosifiedConv2d, BcosifiedLinear, DetachableGate, DetachableLayerNorm
 
 __all__ = [
@@ -182,7 +182,7 @@ def replace_max_pools(root: nn.Module) -> nn.Module:
         if isinstance(m, nn.MaxPool2d):
             if m.dilation not in (1, (1, 1)):
                 raise InputError(f"cannot replace {name!r}: dilated max pooling")
-            return nn.AvgPool2d(m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)
+            return AvgPool2d(m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)
         return None
 
     return replace_modules(root, convert)

@@ -5,10 +5,11 @@ from .bcos import BcosConv2d, BcosLinear, patch_norms, v1_scale
 from .coda import DAUConv2d
 from .encoding import AddInverse, LogitLayer
 from .norms import BatchNormUncentered2d, LayerNormUncentered, LayerNormUncentered2d
-from .pooling import GlobalAvgPool2d, GlobalSumPool2d
+from .pooling import AvgPool2d, GlobalAvgPool2d, GlobalSumPool2d
 
 __all__ = [
     "AddInverse",
+    "AvgPool2d",
     "BatchNormUncentered2d",
     "BcosConv2d",
     "BcosLinear",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..layers import AddInverse, GlobalAvgPool2d, LogitLayer
+from ..layers import AddInverse, AvgPool2d, GlobalAvgPool2d, LogitLayer
 from ._common import check_num_classes, layer_types, v2_logit_layer
 from ._registry import PAPER_BCOS_V1, PAPER_BCOS_V2, annotate, register_model
 
@@ -88,7 +88,7 @@ class DenseNet(nn.Module):
         stem = [
             ("conv0", conv_layer(6, num_init_features, 7, stride=2, padding=3)),
             ("norm0", _norm(norm_layer, num_init_features)),
-            ("pool0", nn.AvgPool2d(kernel_size=3, stride=2, padding=1)),
+            ("pool0", AvgPool2d(kernel_size=3, stride=2, padding=1)),
         ]
         self.features = nn.Sequential(OrderedDict(stem))
         n = num_init_features
@@ -101,7 +101,7 @@ class DenseNet(nn.Module):
                     OrderedDict(
                         norm=_norm(norm_layer, n),
                         conv=conv_layer(n, n // 2, 1),
-                        pool=nn.AvgPool2d(kernel_size=2, stride=2),
+                        pool=AvgPool2d(kernel_size=2, stride=2),
                     )
                 )
                 self.features.add_module(f"transition{i + 1}", transition)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..layers import AddInverse, GlobalAvgPool2d, LogitLayer
+from ..layers import AddInverse, AvgPool2d, GlobalAvgPool2d, LogitLayer
+from ..layers.bcos import _autograd_needs
 from ._common import check_num_classes, layer_types, v2_logit_layer
 from ._registry import PAPER_BCOS_V1, PAPER_BCOS_V2, annotate, register_model
 
@@ -41,6 +43,16 @@ NormLayer = Callable[[int], nn.Module] | None
 
 def _norm(norm_layer: NormLayer, channels: int) -> nn.Module:
     return nn.Identity() if norm_layer is None else norm_layer(channels)
+
+
+def _add_shortcut(out: Tensor, shortcut: Tensor) -> Tensor:
+    """``out + shortcut``; in place when nothing needs ``out`` afterwards (inference: no new activation-sized
+    tensor, as torchvision's ``out += identity``). ``out`` is the block's own fresh output."""
+    if _autograd_needs(out, shortcut) or out.shape != shortcut.shape or out.dtype != shortcut.dtype:
+        return out + shortcut
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or out.data_ptr() == shortcut.data_ptr():
+        return out + shortcut
+    return out.add_(shortcut)
 
 
 class BasicBlock(nn.Module):
@@ -70,7 +82,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
-        return out + (x if self.downsample is None else self.downsample(x))
+        return _add_shortcut(out, x if self.downsample is None else self.downsample(x))
 
 
 class Bottleneck(nn.Module):
@@ -101,7 +113,7 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn3(self.conv3(self.bn2(self.conv2(self.bn1(self.conv1(x))))))
-        return out + (x if self.downsample is None else self.downsample(x))
+        return _add_shortcut(out, x if self.downsample is None else self.downsample(x))
 
 
 class ResNet(nn.Module):
@@ -146,7 +158,7 @@ class ResNet(nn.Module):
             self.pool = nn.Identity()
         else:
             self.conv1 = conv_layer(6, inplanes, 7, stride=2, padding=3)
-            self.pool = nn.AvgPool2d(kernel_size=3, stride=2, padding=1)
+            self.pool = AvgPool2d(kernel_size=3, stride=2, padding=1)
         self.bn1 = _norm(norm_layer, inplanes)
         self._in_planes, self._groups, self._base_width = inplanes, groups, width_per_group
         self._conv_layer, self._norm_layer = conv_layer, norm_layer

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..layers import AddInverse, GlobalAvgPool2d, LogitLayer
+from ..layers import AddInverse, AvgPool2d, GlobalAvgPool2d, LogitLayer
 from ._common import check_num_classes, layer_types, v2_logit_layer
 from ._registry import PAPER_BCOS_V1, PAPER_BCOS_V2, annotate, register_model
 
@@ -39,7 +39,7 @@ class VGG(nn.Module):
         c_in = 6
         for v in cfg:
             if v == "M":
-                layers.append(nn.AvgPool2d(kernel_size=2, stride=2))
+                layers.append(AvgPool2d(kernel_size=2, stride=2))
             else:
                 layers.append(conv_layer(c_in, v, 3, padding=1))
                 if norm_layer is not None:
