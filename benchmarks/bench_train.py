@@ -14,8 +14,8 @@ import time
 import torch
 
 from alignnet.models import create_model
+from alignnet.models.cifar import plain_cnn_9l
 from alignnet.train import bce_one_hot
-from alignnet.train.baselines import plain_cnn_9l
 
 
 def _models(width: float) -> dict[str, torch.nn.Module]:
