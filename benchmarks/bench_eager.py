@@ -4,7 +4,9 @@ Forward: for each B-cos model and its torchvision counterpart (same architecture
 float32, ``torch.no_grad()``), ``--rounds`` rounds that each time ``--reps`` calls of both back to back, the
 order alternating between rounds; the ratio is the median of the per-round ratios B-cos / torchvision (< 1.15
 is the issue's goal), with their range; ``--compiled`` compares ``torch.compile``'d B-cos with compiled
-torchvision the same way (compile times reported). Explain: ``alignnet.explain`` per image at batch 8 against the same
+torchvision the same way (compile times reported); ``--frozen`` compares ``alignnet.freeze``'d B-cos with the
+eager B-cos model, with torchvision, and with torchvision whose batch norms are folded into its convolutions
+(``torch.fx`` fusion: the same kind of inference snapshot). Explain: ``alignnet.explain`` per image at batch 8 against the same
 model's forward per image at batch 8 (the physical limit is about 2: one forward plus one input-only
 backward), and against the ``bcos`` package's ``model.explain`` one image at a time (its official loop), both
 by alternating rounds. Memory (``--memory``): each measurement in a fresh subprocess, the peak resident set
@@ -13,7 +15,7 @@ by alternating rounds. Memory (``--memory``): each measurement in a fresh subpro
 gradients, as training does), the forward + input-only backward, and the ``bcos`` package's explain loop.
 
     python benchmarks/bench_eager.py [--models resnet18,resnet50,densenet121] [--batches 1,8] [--rounds 21]
-                                     [--reps 2] [--threads 2] [--compiled] [--explain] [--memory] [--skip-bcos]
+                                     [--reps 2] [--threads 2] [--compiled] [--frozen] [--explain] [--memory] [--skip-bcos]
 """
 
 from __future__ import annotations
@@ -86,6 +88,22 @@ def bench_forward(name: str, batch: int, rounds: int, reps: int, compiled: bool 
             row[key] = time.perf_counter() - t
     med, lo, hi, t_ours, t_tv = alternating(_no_grad(ours, x), _no_grad(tv, x), rounds, reps)
     row.update(ratio=med, min=lo, max=hi, ours_ms=1e3 * t_ours, tv_ms=1e3 * t_tv)
+    return row
+
+
+def bench_frozen(name: str, batch: int, rounds: int, reps: int) -> dict:
+    """``alignnet.freeze``'d B-cos against the eager B-cos model, against torchvision, and against torchvision with
+    its batch norms folded into the convolutions (``torch.fx.experimental.optimization.fuse``: the same kind of
+    inference snapshot, so the fair pairing)."""
+    from torch.fx.experimental.optimization import fuse
+
+    ours, tv = _models(name)
+    frozen, tv_fused = alignnet.freeze(ours), fuse(tv)
+    x = torch.rand(batch, 3, 224, 224)
+    row = {"model": name, "batch": batch}
+    for key, other in (("eager", ours), ("tv", tv), ("tv_fused", tv_fused)):
+        med, lo, hi, t_frozen, t_other = alternating(_no_grad(frozen, x), _no_grad(other, x), rounds, reps)
+        row[key] = (med, lo, hi, 1e3 * t_frozen, 1e3 * t_other)
     return row
 
 
@@ -197,6 +215,9 @@ def main() -> None:
     parser.add_argument(
         "--compiled", action="store_true", help="compare torch.compile'd B-cos with compiled torchvision"
     )
+    parser.add_argument(
+        "--frozen", action="store_true", help="alignnet.freeze'd B-cos against eager B-cos and (fused) torchvision"
+    )
     parser.add_argument("--skip-bcos", action="store_true", help="skip the bcos package")
     parser.add_argument("--_memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -225,6 +246,17 @@ def main() -> None:
                     f"{r['ours_ms']:.1f} | {r['tv_ms']:.1f} |{compile_s}",
                     flush=True,
                 )
+    if args.frozen:
+        print(
+            "\n| model | batch | frozen / eager B-cos | frozen / torchvision | frozen / torchvision with folded BN |"
+            " frozen ms |"
+        )
+        print("|---|---|---|---|---|---|", flush=True)
+        for name in models:
+            for batch in (int(b) for b in args.batches.split(",")):
+                r = bench_frozen(name, batch, args.rounds, args.reps)
+                cells = " | ".join(f"{r[k][0]:.3f}x ({r[k][1]:.2f}-{r[k][2]:.2f})" for k in ("eager", "tv", "tv_fused"))
+                print(f"| {name} | {batch} | {cells} | {r['tv'][3]:.1f} |", flush=True)
     if args.explain:
         print("\n| model (batch 8) | explain / forward (median, range) | explain ms/img | bcos loop / ours (range) |")
         print("|---|---|---|---|", flush=True)

@@ -8,7 +8,7 @@ from ._version import __version__
 from .bcosification import bcosify
 from .explanation import Explanation, colour_explanation, explain, plot_contribution_map
 from .layers import explanation_mode
-from .models import create_model, list_models, load_model, save_model
+from .models import create_model, freeze, list_models, load_model, save_model
 from .pretrained import list_pretrained, load_pretrained, register_weights
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "explain",
     "explanation_mode",
     "finetune",
+    "freeze",
     "list_models",
     "list_pretrained",
     "load_pretrained",

@@ -199,7 +199,13 @@ def save_model(model: nn.Module, path: str | os.PathLike, overwrite: bool = True
     from safetensors.torch import save_file
 
     from .._version import __version__
+    from .frozen import is_frozen
 
+    if is_frozen(model):
+        raise InputError(
+            "this model is a snapshot made by alignnet.freeze (normalised rows, folded batch norms) that "
+            "load_model could not rebuild: save the original model, and freeze it again after loading"
+        )
     name, args = getattr(model, "model_name", None), getattr(model, "model_args", None)
     if not isinstance(name, str) or not isinstance(args, dict):
         raise InputError(
