@@ -477,3 +477,25 @@ def test_banded_decoding_gives_the_same_tensor_as_pil_to_tensor(monkeypatch):
     Image.new("I", (2000, 1250), 40000).save(buf, format="TIFF", compression="tiff_deflate")  # 2.5 MP: accepted
     x = decode_image(buf.getvalue())
     assert x.shape == (3, 1250, 2000) and float(x.min()) == float(x.max()) == pytest.approx(40000 / 65535)
+
+
+def test_served_models_are_frozen_snapshots_with_the_model_s_explanations(tmp_path):
+    """The server serves alignnet.freeze's copy (batch norms folded, rows normalised): the same logits and
+    explanations as the saved model, and /api/info reports the model's own parameter count."""
+    torch.manual_seed(2)
+    model = alignnet.create_model("bcos_resnet18", num_classes=4, logit_bias=0.0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, alignnet.layers.BatchNormUncentered2d):
+                m.running_var.uniform_(0.3, 2.0)
+    model.input_spec = alignnet.models.InputSpec((32, 32))
+    path = tmp_path / "rn.safetensors"
+    alignnet.save_model(model, path)
+    (served,) = build_models([str(path)])
+    assert alignnet.models.is_frozen(served.model)
+    assert not any(isinstance(m, alignnet.layers.BatchNormUncentered2d) for m in served.model.modules())
+    assert served.info()["parameters"] == sum(p.numel() for p in model.parameters())
+    x = torch.rand(2, 3, 32, 32)
+    e, f = alignnet.explain(model.eval(), x), alignnet.explain(served.model, x)
+    torch.testing.assert_close(f.logits, e.logits, rtol=1e-4, atol=1e-6 * float(e.logits.abs().max()))
+    torch.testing.assert_close(f.weights, e.weights, rtol=1e-3, atol=1e-4 * float(e.weights.abs().max()))
