@@ -121,6 +121,14 @@ def test_the_snapshot_refuses_training_new_weights_and_saving(tmp_path):
     alignnet.save_model(model, tmp_path / "m.safetensors")  # the original saves as before
 
 
+def test_a_model_frozen_in_explanation_mode_starts_in_normal_mode():
+    model = alignnet.create_model("bcos_resnet18", num_classes=3)
+    with alignnet.explanation_mode(model):
+        frozen = alignnet.freeze(model, example=torch.rand(1, 3, 32, 32))
+        assert all(m.detach for m in model.modules() if isinstance(m, alignnet.layers.DynamicLinear))
+    assert not any(m.detach for m in frozen.modules() if isinstance(m, alignnet.layers.DynamicLinear))
+
+
 def test_bad_calls_are_clear_errors():
     model = alignnet.create_model("bcos_resnet18", num_classes=3)
     with pytest.raises(InputError, match="compile the frozen copy"):

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..layers import BatchNormUncentered2d
+from ..layers import BatchNormUncentered2d, DynamicLinear
 from ..layers.bcos import BcosConv2d, _UnitRows
 
 __all__ = ["freeze", "is_frozen"]
@@ -98,6 +98,9 @@ def freeze(model: nn.Module, example: Tensor | None = None) -> nn.Module:
         raise InputError("freeze the eager model, then compile the frozen copy: torch.compile(alignnet.freeze(model))")
     example = _example(model, example)
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    for m in frozen.modules():
+        if isinstance(m, DynamicLinear):
+            m.detach = False  # frozen inside explanation_mode(model): the copy starts in normal mode
     folds = _batch_norms_after_convolutions(frozen, example)
     parents = {child: (parent, name) for parent in frozen.modules() for name, child in parent.named_children()}
     with torch.no_grad():
