@@ -48,11 +48,15 @@ def _norm(norm_layer: NormLayer, channels: int) -> nn.Module:
 def _add_shortcut(out: Tensor, shortcut: Tensor) -> Tensor:
     """``out + shortcut``; in place when nothing needs ``out`` afterwards (inference: no new activation-sized
     tensor, as torchvision's ``out += identity``). ``out`` is the block's own fresh output."""
-    if _autograd_needs(out, shortcut) or out.shape != shortcut.shape or out.dtype != shortcut.dtype:
-        return out + shortcut
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or out.data_ptr() == shortcut.data_ptr():
-        return out + shortcut
-    return out.add_(shortcut)
+    in_place = not (_autograd_needs(out, shortcut) or torch.jit.is_scripting() or torch.jit.is_tracing())
+    if (
+        in_place
+        and out.shape == shortcut.shape
+        and out.dtype == shortcut.dtype
+        and out.data_ptr() != shortcut.data_ptr()
+    ):
+        return out.add_(shortcut)
+    return out + shortcut
 
 
 class BasicBlock(nn.Module):
