@@ -12,7 +12,8 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 __all__ = ["DynamicLinear", "eval_mode", "explanation_mode", "non_detachable_modules"]
 
@@ -25,6 +26,32 @@ class DynamicLinear(nn.Module):
     """
 
     detach: bool = False
+
+
+# When the layers may take eager shortcuts (in-place products, shape-specific fast paths): one place for the
+# questions every layer asks.
+def _functorch() -> bool:
+    """Inside a torch.func transform (grad, vmap, jacrev): tensors may be wrapped, no in-place shortcuts."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling is not None and is_compiling())
+
+
+def _capturing_graph() -> bool:
+    """Recording one program for later calls (torch.compile, TorchScript, a trace): no shape- or device-specific
+    eager paths, which the program would bake in or the compiler could not see through."""
+    return _compiling() or torch.jit.is_scripting() or torch.jit.is_tracing()
+
+
+def _autograd_needs(*tensors: Tensor | None) -> bool:
+    """Whether autograd or a torch.func transform may need these tensors' values later (then no in-place ops);
+    ``None`` entries (an absent weight) are skipped."""
+    if _functorch():
+        return True
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 # Modules that are not dynamic-linear and cannot be made so by detaching: with them in the

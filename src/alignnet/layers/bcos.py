@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from ..errors import InputError
-from ._mode import DynamicLinear
+from ._mode import DynamicLinear, _autograd_needs, _capturing_graph, _compiling, _functorch
 
 __all__ = ["BcosConv2d", "BcosLinear", "v1_scale", "patch_norms"]
 
@@ -94,7 +94,7 @@ _BOX_MATMUL_MIN_PIXELS = 32 * 32
 
 
 def _box_matmul_pays(squares: Tensor) -> bool:
-    if squares.device.type != "cpu" or _compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
+    if squares.device.type != "cpu" or _capturing_graph():
         return False  # compiled: inductor generates its own pooling kernel; traced: no shape-bound constants
     return squares.shape[-2] * squares.shape[-1] >= _BOX_MATMUL_MIN_PIXELS
 
@@ -197,16 +197,6 @@ def _max_out(units: Tensor, dim: int) -> Tensor:
     return units.amax(dim=dim)
 
 
-def _functorch() -> bool:
-    """Inside a torch.func transform (grad, vmap, jacrev): tensors may be wrapped, no in-place shortcuts."""
-    return torch._C._functorch.peek_interpreter_stack() is not None
-
-
-def _compiling() -> bool:
-    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
-    return bool(is_compiling is not None and is_compiling())
-
-
 def _bcos_scaling(linear: Tensor, norm: Tensor, b: float, detach: bool) -> Tensor:
     """Apply ``|cos|^(B-1)`` to the linear output; the factor is detached in explanation mode."""
     if torch.jit.is_scripting():  # TorchScript cannot call a Python autograd.Function
@@ -254,13 +244,6 @@ def _factor_in_place(linear: Tensor, norm: Tensor, b: float) -> Tensor:
     if b == 2:
         return linear.abs().div_(norm)
     return linear.div(norm).abs_().add_(_COS_EPS).pow_(b - 1)
-
-
-def _autograd_needs(*tensors: Tensor) -> bool:
-    """Whether autograd or a torch.func transform may need these tensors' values later (then no in-place ops)."""
-    if _functorch():
-        return True
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _divide_rows(out: Tensor, norms: Tensor | None, dim: int) -> Tensor:
@@ -375,7 +358,7 @@ class BcosConv2d(_UnitRows):
     def _normalise_weight_first(self, x: Tensor) -> bool:
         """Whether scaling the weight's rows costs less than dividing the output's channels: fewer weights per
         output channel (``C_in/groups * k*k``) than output positions (``N * H' * W'``). Both are the same map."""
-        if _compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
+        if _capturing_graph():
             return False  # one program for every shape; the compiler fuses the division into the next ops
         if _autograd_needs(x, self.weight):
             return False  # autograd would keep the scaled copy of the weight for the backward: more memory

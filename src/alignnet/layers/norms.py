@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ._mode import DynamicLinear
+from ._mode import DynamicLinear, _autograd_needs
 
 __all__ = ["BatchNormUncentered2d", "LayerNormUncentered", "LayerNormUncentered2d"]
 
@@ -42,9 +42,7 @@ class BatchNormUncentered2d(nn.BatchNorm2d, DynamicLinear):
             y = x / (var + self.eps).sqrt()[None, :, None, None]
             return y if self.weight is None else y * self.weight[None, :, None, None]
         # Evaluation: a constant per-channel scale ``weight / sqrt(running_var + eps)``, one pass over x.
-        if not (
-            torch.is_grad_enabled() and (x.requires_grad or (self.weight is not None and self.weight.requires_grad))
-        ):
+        if not _autograd_needs(x, self.weight):
             # Inference: torch's batch_norm kernel with a zero mean and no bias is exactly that, in one call (no
             # small tensor ops to build the scale); the mean is a fresh zero vector, not the running_mean buffer,
             # which this layer never uses (a state dict may carry any values there). Under autograd it would keep

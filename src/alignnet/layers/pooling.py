@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from .bcos import _compiling
+from ._mode import _capturing_graph
 
 __all__ = ["AvgPool2d", "GlobalAvgPool2d", "GlobalSumPool2d"]
 
@@ -33,9 +33,7 @@ class AvgPool2d(nn.AvgPool2d):
         return F.conv2d(x, kernel, None, stride, _pair(self.padding), 1, x.shape[1])
 
     def _as_convolution(self, x: Tensor) -> bool:
-        if torch.jit.is_scripting() or torch.jit.is_tracing():  # one program for every device and shape
-            return False
-        if _compiling():  # inductor writes its own pooling loop
+        if _capturing_graph():  # one program for every device and shape; inductor writes its own pooling loop
             return False
         if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dim() != 4:
             return False

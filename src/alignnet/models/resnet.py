@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
 from ..layers import AddInverse, AvgPool2d, GlobalAvgPool2d, LogitLayer
-from ..layers.bcos import _autograd_needs
+from ..layers._mode import _autograd_needs, _capturing_graph
 from ._common import check_num_classes, layer_types, v2_logit_layer
 from ._registry import PAPER_BCOS_V1, PAPER_BCOS_V2, annotate, register_model
 
@@ -48,7 +47,7 @@ def _norm(norm_layer: NormLayer, channels: int) -> nn.Module:
 def _add_shortcut(out: Tensor, shortcut: Tensor) -> Tensor:
     """``out + shortcut``; in place when nothing needs ``out`` afterwards (inference: no new activation-sized
     tensor, as torchvision's ``out += identity``). ``out`` is the block's own fresh output."""
-    in_place = not (_autograd_needs(out, shortcut) or torch.jit.is_scripting() or torch.jit.is_tracing())
+    in_place = not (_autograd_needs(out, shortcut) or _capturing_graph())
     if (
         in_place
         and out.shape == shortcut.shape
