@@ -331,3 +331,13 @@ def test_cli_evaluate_accuracy_on_an_image_folder(tmp_path, capsys):
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "data" / "cat" / "0.png")
     assert cli_main(["evaluate", "--model", "fmnist_bcos", "--data", f"imagefolder:{tmp_path / 'data'}"]) != 0
     assert "class folders cat are not among the model's classes" in capsys.readouterr().err
+
+
+def test_labels_above_is_every_label_at_the_threshold_most_probable_first():
+    from alignnet.metrics import labels_above
+
+    # sigmoid(0) = 0.5 is at the threshold (kept); ties keep class order
+    logits = torch.tensor([-1.0, 2.0, 0.0, 2.0, -0.1])
+    assert labels_above(logits, 0.5) == [1, 3, 2]
+    assert labels_above(logits, 0.9) == []
+    assert labels_above(logits, 0.2) == [1, 3, 2, 4, 0]

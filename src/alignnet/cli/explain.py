@@ -21,6 +21,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..explanation import colour_explanation, explain, layer_contributions
 from ..metrics._common import unique_stems
+from ..metrics.multilabel import labels_above
 from ..models import resolve_model
 from ..models.io import multilabel_threshold
 from ._common import add_model_arguments, check_new_files, class_name, load_images
@@ -49,9 +50,7 @@ def _targets_for(logits: Tensor, target: int | str | None, threshold: float | No
     ``threshold``, every class whose ``sigmoid(logit) >= threshold`` from the highest logit down (the top one
     when none is)."""
     if target is None and threshold is not None:
-        order = torch.argsort(logits, descending=True, stable=True)
-        above = [int(k) for k in order if float(torch.sigmoid(logits[k])) >= threshold]
-        return above or [int(order[0])]
+        return labels_above(logits, threshold) or [int(torch.argsort(logits, descending=True, stable=True)[0])]
     if target is None or target == "pred":
         return [int(logits.argmax())]
     if isinstance(target, str):  # topN

@@ -20,6 +20,7 @@ __all__ = [
     "evaluate_labels",
     "f1_at_threshold",
     "label_cells",
+    "labels_above",
     "mean_average_precision",
     "multilabel_localisation",
     "multilabel_summary",
@@ -65,6 +66,13 @@ def mean_average_precision(scores: Tensor | np.ndarray, targets: Tensor | np.nda
     """Mean of :func:`average_precision` over the classes that have positives (NaN if none has)."""
     ap = average_precision(scores, targets)
     return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
+
+
+def labels_above(logits: Tensor, threshold: float) -> list[int]:
+    """The labels a multi-label model predicts for one image's ``(K,)`` logits: every class with
+    ``sigmoid(logit) >= threshold``, most probable first (ties in class order)."""
+    order = torch.argsort(logits, descending=True, stable=True)
+    return [int(k) for k in order if float(torch.sigmoid(logits[k])) >= threshold]
 
 
 def f1_at_threshold(

@@ -449,6 +449,7 @@ def explain_image(served: ServedModel, x: Tensor, target: int | None = None, top
     spent waiting for a free copy of the model, in milliseconds.
     """
     from .. import colour_explanation, explain
+    from ..metrics.multilabel import labels_above
 
     num_classes = len(served.classes)
     if target is not None and not 0 <= int(target) < num_classes:
@@ -481,9 +482,8 @@ def explain_image(served: ServedModel, x: Tensor, target: int | None = None, top
         "labels": None
         if served.threshold is None
         else [
-            {"index": int(i), "name": served.classes[int(i)], "probability": float(probs[i])}
-            for i in torch.argsort(logits, descending=True, stable=True)
-            if float(probs[i]) >= served.threshold
+            {"index": i, "name": served.classes[i], "probability": float(probs[i])}
+            for i in labels_above(logits, served.threshold)
         ],
         "target": t,
         "target_name": served.classes[t],
