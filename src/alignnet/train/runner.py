@@ -138,29 +138,22 @@ def build_datasets(config: DataConfig) -> tuple[Dataset, Dataset, int]:
         train = data.cifar10(config.root, train=True, augment=config.augment, hflip=config.hflip)
         val = data.cifar10(config.root, train=False)
         n_classes = 10
-    elif d == "csv":
+    else:  # the user's own data: a label CSV (multi-label) or an image folder
         if config.root is None:
-            raise InputError("data.root must name the label CSV (--data csv:FILE or --set data.root=FILE)")
-        from ..data.multilabel import csv_datasets
+            what = "the label CSV (--data csv:FILE or" if d == "csv" else "the image folder ("
+            raise InputError(f"data.root must name {what} --set data.root=PATH)")
+        if d == "csv":
+            from ..data.multilabel import csv_datasets
 
-        train, val = csv_datasets(config.root, config.image_size, config.val_fraction, config.split_seed,
-                                  config.strict, config.hflip, config.classes)  # fmt: skip
-        if not config.augment:
-            from ..data import eval_transform
-
-            train.transform = eval_transform(config.image_size)
-        n_classes = len(train.classes)
-    else:
-        if config.root is None:
-            raise InputError("data.root must name the image folder (--set data.root=PATH)")
-        train, val = data.image_folder(
-            config.root, config.image_size, config.val_fraction, config.split_seed, config.strict, config.hflip
-        )
+            train, val = csv_datasets(config.root, config.image_size, config.val_fraction, config.split_seed,
+                                      config.strict, config.hflip, config.classes)  # fmt: skip
+        else:
+            train, val = data.image_folder(
+                config.root, config.image_size, config.val_fraction, config.split_seed, config.strict, config.hflip
+            )
         if not config.augment:  # evaluation transform (resize + centre crop) for training too
-            from ..data import eval_transform
-
             base = train.dataset if isinstance(train, Subset) else train
-            base.transform = eval_transform(config.image_size)
+            base.transform = data.eval_transform(config.image_size)
         n_classes = len(train.classes)
     if config.train_subset is not None:
         sub = _balanced_subset(train, config.train_subset, config.split_seed)
