@@ -298,3 +298,57 @@ def test_explanation_keeps_no_copy_of_the_weight_for_the_backward():
         layer(x)
     weights = [t for t in saved if t.shape == layer.weight.shape]
     assert weights and all(t.data_ptr() == layer.weight.data_ptr() for t in weights)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("batch,size", [(1, 9), (3, 15), (2, 31)])
+@pytest.mark.parametrize("b,max_out", [(2.0, 1), (1.0, 1), (2.5, 2)])
+def test_pointwise_matmul_path_matches_the_reference(stride, batch, size, b, max_out):
+    """A CPU 1x1 convolution runs as ``W @ x`` (one image, or maps of 14x14 and more): same outputs as the
+    unfold reference, with and without autograd, and the same input gradients as ``F.conv2d``'s backward."""
+    from alignnet.layers import bcos
+
+    torch.manual_seed(6)
+    layer = BcosConv2d(40, 12, 1, stride=stride, b=b, max_out=max_out).double()
+    x = torch.randn(batch, 40, size, size, dtype=torch.float64)
+    positions = ((size - 1) // stride + 1) ** 2
+    takes = bcos._pointwise_matmul_pays(x, layer.kernel_size, layer.stride, layer.padding, layer.groups)
+    assert takes == (batch == 1 or positions >= bcos._POINTWISE_MATMUL_MIN_POSITIONS)
+    with torch.no_grad():
+        fast = layer(x)
+    torch.testing.assert_close(fast, reference_bcos_conv(layer, x), rtol=1e-10, atol=1e-12)
+    xg = x.clone().requires_grad_(True)
+    out = layer(xg)
+    torch.testing.assert_close(out.detach(), fast, rtol=1e-10, atol=1e-12)
+    (grad,) = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum(), xg)
+    original = bcos._pointwise_matmul_pays
+    try:
+        bcos._pointwise_matmul_pays = lambda *args: False  # F.conv2d throughout
+        xc = x.clone().requires_grad_(True)
+        out_conv = layer(xc)
+        (grad_conv,) = torch.autograd.grad(
+            (out_conv * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum(), xc
+        )
+    finally:
+        bcos._pointwise_matmul_pays = original
+    torch.testing.assert_close(out_conv.detach(), fast, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, grad_conv, rtol=1e-10, atol=1e-12)
+
+
+def test_pointwise_matmul_path_is_exact_in_explanations():
+    """Explanation mode through the matrix-product path: the contributions of a 1x1 B-cos layer sum to its
+    output (float64), the output is a plain NCHW tensor, and channels-last inputs keep the convolution."""
+    from alignnet.layers import bcos, explanation_mode
+
+    torch.manual_seed(7)
+    layer = BcosConv2d(24, 8, 1, stride=2).double().requires_grad_(False)
+    x = torch.rand(1, 24, 20, 20, dtype=torch.float64, requires_grad=True)
+    with explanation_mode(layer):
+        out = layer(x)
+        assert out.shape == (1, 8, 10, 10) and out.is_contiguous()
+        (w,) = torch.autograd.grad(out[0, 3, 4, 5], x)
+    torch.testing.assert_close((w * x).sum(), out[0, 3, 4, 5].detach(), rtol=1e-12, atol=1e-14)
+    assert (w[0, :, ::2, ::2] != 0).sum() == 24 and (w != 0).sum() == 24  # one input pixel, every channel
+    cl = x.detach().contiguous(memory_format=torch.channels_last)
+    assert not bcos._pointwise_matmul_pays(cl, (1, 1), (1, 1), (0, 0), 1)
+    assert not bcos._pointwise_matmul_pays(x.detach().half(), (1, 1), (1, 1), (0, 0), 1)  # float32/64 only

@@ -227,12 +227,12 @@ _CHUNK_ELEMENTS = 1 << 18
 
 def _scale_in_place(linear: Tensor, norm: Tensor, b: float) -> Tensor:
     """``linear *= factor(linear, norm)`` without autograd, piece by piece for large CPU feature maps."""
-    small = linear.dim() != 4 or linear.numel() <= 2 * _CHUNK_ELEMENTS
+    small = linear.dim() not in (3, 4) or linear.numel() <= 2 * _CHUNK_ELEMENTS
     if small or linear.device.type != "cpu" or torch.jit.is_tracing():  # a trace must not unroll the batch
         return linear.mul_(_factor_in_place(linear, norm, b))
-    channels, plane = linear.shape[1], linear.shape[2] * linear.shape[3]
+    channels, plane = linear.shape[1], linear[0, 0].numel()
     step = max(1, _CHUNK_ELEMENTS // plane)
-    for out_i, norm_i in zip(linear, norm.expand(linear.shape[0], -1, -1, -1), strict=True):
+    for out_i, norm_i in zip(linear, norm.expand(linear.shape[0], *norm.shape[1:]), strict=True):
         for start in range(0, channels, step):
             part = out_i[start : start + step]
             part.mul_(_factor_in_place(part, norm_i if norm_i.shape[0] == 1 else norm_i[start : start + step], b))
@@ -271,6 +271,39 @@ def _weight_row_norms(w: Tensor) -> Tensor:
     if flat.dtype in _LOW_PRECISION:
         return torch.linalg.vector_norm(flat, dim=1, dtype=torch.float32)
     return torch.linalg.vector_norm(flat, dim=1)
+
+
+# From this many output positions per image on, a CPU computes a 1x1 convolution faster as a matrix product.
+_POINTWISE_MATMUL_MIN_POSITIONS = 14 * 14
+
+
+def _pointwise_matmul_pays(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding, groups: int) -> bool:
+    """Whether this convolution is a 1x1 one that a CPU computes faster as ``W @ x`` (see :func:`_pointwise_conv`)."""
+    if kernel != (1, 1) or _pair(padding) != (0, 0) or groups != 1:
+        return False
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or not x.is_contiguous():
+        return False
+    if _capturing_graph():
+        return False  # a compiler or a trace sees the convolution itself
+    positions = ((x.shape[2] - 1) // stride[0] + 1) * ((x.shape[3] - 1) // stride[1] + 1)
+    # one image: always (one matrix product); a batch of small maps: oneDNN's batched kernel is faster
+    return x.shape[0] == 1 or positions >= _POINTWISE_MATMUL_MIN_POSITIONS
+
+
+def _pointwise_conv(x: Tensor, weight: Tensor, stride: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
+    """A 1x1 convolution as one matrix product per image: ``(N, O, H'*W')`` and ``(H', W')``.
+
+    On a CPU oneDNN reorders the weight into its blocked layout on every call and its backward-data kernel for
+    1x1 convolutions is slow on large maps (strided ones especially); MKL's ``W @ x`` reads the weight as it is
+    and its backward is again a matrix product. B-cos ResNet-50 at batch 1: 38 ms of 1x1 convolutions become 27
+    ms; the input gradients of an explanation at batch 8, 561 ms of convolutions become 464
+    (benchmarks/RESULTS.md). The output stays 3-D until the layer returns, so that the B-cos scaling works on a
+    tensor of its own, not on a view (docs/performance.md).
+    """
+    if stride != (1, 1):
+        x = x[:, :, :: stride[0], :: stride[1]]
+    size = (x.shape[2], x.shape[3])
+    return torch.matmul(weight.reshape(weight.shape[0], -1), x.reshape(x.shape[0], x.shape[1], -1)), size
 
 
 class _UnitRows(DynamicLinear):
@@ -337,11 +370,16 @@ class BcosConv2d(_UnitRows):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise InputError(f"{type(self).__name__} expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         norms = self.weight_norms()
-        if norms is not None and self._normalise_weight_first(x):
-            weight = self.weight / norms.to(self.weight.dtype).view(-1, 1, 1, 1)
-            out = F.conv2d(x, weight, None, self.stride, self.padding, 1, self.groups)
+        weight = self.weight
+        weight_first = norms is not None and self._normalise_weight_first(x)
+        if weight_first:
+            weight = weight / norms.to(weight.dtype).view(-1, 1, 1, 1)
+        pointwise = _pointwise_matmul_pays(x, self.kernel_size, self.stride, self.padding, self.groups)
+        if pointwise:  # (N, O, H'*W'), back to (N, O, H', W') at the end
+            out, out_size = _pointwise_conv(x, weight, self.stride)
         else:
-            out = F.conv2d(x, self.weight, None, self.stride, self.padding, 1, self.groups)
+            out = F.conv2d(x, weight, None, self.stride, self.padding, 1, self.groups)
+        if not weight_first:
             out = _divide_rows(out, norms, 1)
         if self.max_out > 1:
             out = _max_out(out.unflatten(1, (self.out_channels, self.max_out)), 2)
@@ -352,8 +390,10 @@ class BcosConv2d(_UnitRows):
             )
             if self.groups > 1:
                 norm = norm.repeat_interleave(self.out_channels // self.groups, dim=1)
-            out = _bcos_scaling(out, norm, self.b, self.detach)
-        return out if self.scale is None else out / self.scale
+            out = _bcos_scaling(out, norm.flatten(2) if pointwise else norm, self.b, self.detach)
+        if self.scale is not None:
+            out = out / self.scale
+        return out.unflatten(2, out_size) if pointwise else out
 
     def _normalise_weight_first(self, x: Tensor) -> bool:
         """Whether scaling the weight's rows costs less than dividing the output's channels: fewer weights per
