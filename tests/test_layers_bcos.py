@@ -352,3 +352,46 @@ def test_pointwise_matmul_path_is_exact_in_explanations():
     cl = x.detach().contiguous(memory_format=torch.channels_last)
     assert not bcos._pointwise_matmul_pays(cl, (1, 1), (1, 1), (0, 0), 1)
     assert not bcos._pointwise_matmul_pays(x.detach().half(), (1, 1), (1, 1), (0, 0), 1)  # float32/64 only
+
+
+@pytest.mark.parametrize("kind", ["conv3x3", "conv1x1", "linear"])
+@pytest.mark.parametrize("weights_need_grad", [False, True])
+def test_row_norms_folded_into_the_explanation_factor(kind, weights_need_grad):
+    """In explanation mode (B = 2, no MaxOut) the row norms go into the detached factor instead of dividing the
+    output: the same outputs, input gradients and weight gradients as dividing first (float64), also without
+    autograd (where nothing is folded)."""
+    from alignnet.layers import bcos, explanation_mode
+
+    torch.manual_seed(8)
+    if kind == "linear":
+        layer, x = BcosLinear(20, 7).double(), torch.randn(3, 5, 20, dtype=torch.float64)
+    else:
+        k = 3 if kind == "conv3x3" else 1
+        layer, x = BcosConv2d(10, 7, k, padding=k // 2).double(), torch.randn(2, 10, 16, 16, dtype=torch.float64)
+    layer.requires_grad_(weights_need_grad)
+
+    def run(fold: bool):
+        original = bcos._rows_into_factor
+        if not fold:
+            bcos._rows_into_factor = lambda *args: False
+        try:
+            with explanation_mode(layer):
+                with torch.no_grad():
+                    plain = layer(x)
+                xg = x.clone().requires_grad_(True)
+                out = layer(xg)
+                weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+                inputs = (xg, layer.weight) if weights_need_grad else (xg,)
+                grads = torch.autograd.grad((out * weights).sum(), inputs)
+        finally:
+            bcos._rows_into_factor = original
+        return plain, out.detach(), grads
+
+    plain, out, grads = run(True)
+    plain_ref, out_ref, grads_ref = run(False)
+    torch.testing.assert_close(out, out_ref, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(plain, plain_ref, rtol=1e-12, atol=1e-14)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-13)
+    if kind != "linear":
+        torch.testing.assert_close(out, reference_bcos_conv(layer, x).detach(), rtol=1e-10, atol=1e-12)

@@ -197,8 +197,21 @@ def _max_out(units: Tensor, dim: int) -> Tensor:
     return units.amax(dim=dim)
 
 
-def _bcos_scaling(linear: Tensor, norm: Tensor, b: float, detach: bool) -> Tensor:
-    """Apply ``|cos|^(B-1)`` to the linear output; the factor is detached in explanation mode."""
+def _bcos_scaling(
+    linear: Tensor, norm: Tensor, b: float, detach: bool, rows: Tensor | None = None, rows_dim: int = 1
+) -> Tensor:
+    """Apply ``|cos|^(B-1)`` to the linear output; the factor is detached in explanation mode.
+
+    ``rows``: the weight's row norms when ``linear`` is still the raw weight's output (a layer passes them only
+    for ``B = 2`` without MaxOut in explanation mode, see :func:`_rows_into_factor`). Where the factor is a
+    detached constant they go into it: ``(lin / r) |lin / r| / n = lin * (|lin| / (n r^2))``, so the backward
+    multiplies once instead of multiplying and dividing; on every other path ``linear`` is divided first.
+    """
+    explaining = detach and not (norm.requires_grad or linear.is_leaf or linear._is_view() or _functorch())
+    if rows is not None:
+        eager = not (torch.jit.is_scripting() or _compiling())
+        if not (explaining and eager and b == 2 and not rows.requires_grad and _autograd_needs(linear, norm)):
+            linear, rows = _divide_rows(linear, rows, rows_dim), None
     if torch.jit.is_scripting():  # TorchScript cannot call a Python autograd.Function
         factor = _dynamic_factor(linear.detach() if detach else linear, norm.detach() if detach else norm, b)
         return factor * linear
@@ -212,11 +225,21 @@ def _bcos_scaling(linear: Tensor, norm: Tensor, b: float, detach: bool) -> Tenso
         # it may be overwritten (CPU tensors come from malloc, not a caching allocator, and every
         # new activation-sized tensor costs page faults: about 5% of a B-cos ResNet's forward).
         return _scale_in_place(linear, norm, b)
-    if detach and not (norm.requires_grad or linear.is_leaf or linear._is_view() or _functorch()):
+    if explaining:
         # Explanation mode: the factor is a constant, so autograd's in-place product saves just the
         # factor and its backward is one multiplication (the autograd.Function would recompute it).
-        return linear.mul_(_factor_in_place(linear.detach(), norm, b))
+        factor = _factor_in_place(linear.detach(), norm, b)
+        if rows is not None:
+            factor = _divide_rows(factor, rows.square(), rows_dim)  # in place: the factor is a fresh tensor
+        return linear.mul_(factor)
     return _BcosScaling.apply(linear, norm, b, detach)
+
+
+def _rows_into_factor(norms: Tensor | None, b: float, max_out: int, detach: bool) -> bool:
+    """Whether a layer may leave dividing by its row norms to :func:`_bcos_scaling` (which decides for itself
+    whether it folds them into the factor or divides first): ``B = 2``, no MaxOut (the maximum must compare the
+    divided units), explanation mode."""
+    return norms is not None and b == 2 and max_out == 1 and detach
 
 
 # Elements per piece of the in-place scaling on a CPU: a piece's temporary (the factor) then stays in the cache
@@ -379,7 +402,8 @@ class BcosConv2d(_UnitRows):
             out, out_size = _pointwise_conv(x, weight, self.stride)
         else:
             out = F.conv2d(x, weight, None, self.stride, self.padding, 1, self.groups)
-        if not weight_first:
+        deferred = not weight_first and _rows_into_factor(norms, self.b, self.max_out, self.detach)
+        if not weight_first and not deferred:
             out = _divide_rows(out, norms, 1)
         if self.max_out > 1:
             out = _max_out(out.unflatten(1, (self.out_channels, self.max_out)), 2)
@@ -390,7 +414,8 @@ class BcosConv2d(_UnitRows):
             )
             if self.groups > 1:
                 norm = norm.repeat_interleave(self.out_channels // self.groups, dim=1)
-            out = _bcos_scaling(out, norm.flatten(2) if pointwise else norm, self.b, self.detach)
+            norm = norm.flatten(2) if pointwise else norm
+            out = _bcos_scaling(out, norm, self.b, self.detach, rows=norms if deferred else None)
         if self.scale is not None:
             out = out / self.scale
         return out.unflatten(2, out_size) if pointwise else out
@@ -443,12 +468,15 @@ class BcosLinear(_UnitRows):
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise InputError(f"{type(self).__name__} expects input (..., {self.in_features}), got {tuple(x.shape)}")
         out = F.linear(x, self.weight)
-        out = _divide_rows(out, self.weight_norms(), -1)
+        norms = self.weight_norms()
+        deferred = _rows_into_factor(norms, self.b, self.max_out, self.detach)
+        if not deferred:
+            out = _divide_rows(out, norms, -1)
         if self.max_out > 1:
             out = _max_out(out.unflatten(-1, (self.out_features, self.max_out)), -1)
         if self.b != 1:
             norm = _vector_norms(x.detach() if self.detach else x)
-            out = _bcos_scaling(out, norm, self.b, self.detach)
+            out = _bcos_scaling(out, norm, self.b, self.detach, rows=norms if deferred else None, rows_dim=-1)
         return out if self.scale is None else out / self.scale
 
     def extra_repr(self) -> str:
