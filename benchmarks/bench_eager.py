@@ -6,7 +6,10 @@ order alternating between rounds; the ratio is the median of the per-round ratio
 is the issue's goal), with their range; ``--compiled`` compares ``torch.compile``'d B-cos with compiled
 torchvision the same way (compile times reported); ``--frozen`` compares ``alignnet.freeze``'d B-cos with the
 eager B-cos model, with torchvision, and with torchvision whose batch norms are folded into its convolutions
-(``torch.fx`` fusion: the same kind of inference snapshot). Explain: ``alignnet.explain`` per image at batch 8 against the same
+(``torch.fx`` fusion: the same kind of inference snapshot); ``--decompose`` attributes the frozen model's time
+to the B-cos nonlinearity: the frozen model as it is, without the patch norms (a constant 1 in their place),
+without the B-cos scaling, and without either (the convolutions alone: a lower bound for any B-cos forward),
+each against torchvision (these variants compute wrong outputs; they only time the parts). Explain: ``alignnet.explain`` per image at batch 8 against the same
 model's forward per image at batch 8 (the physical limit is about 2: one forward plus one input-only
 backward), and against the ``bcos`` package's ``model.explain`` one image at a time (its official loop), both
 by alternating rounds. Memory (``--memory``): each measurement in a fresh subprocess, the peak resident set
@@ -15,7 +18,8 @@ by alternating rounds. Memory (``--memory``): each measurement in a fresh subpro
 gradients, as training does), the forward + input-only backward, and the ``bcos`` package's explain loop.
 
     python benchmarks/bench_eager.py [--models resnet18,resnet50,densenet121] [--batches 1,8] [--rounds 21]
-                                     [--reps 2] [--threads 2] [--compiled] [--frozen] [--explain] [--memory] [--skip-bcos]
+                                     [--reps 2] [--threads 2] [--compiled] [--frozen] [--decompose] [--explain] [--memory]
+                                     [--skip-bcos]
 """
 
 from __future__ import annotations
@@ -104,6 +108,54 @@ def bench_frozen(name: str, batch: int, rounds: int, reps: int) -> dict:
     for key, other in (("eager", ours), ("tv", tv), ("tv_fused", tv_fused)):
         med, lo, hi, t_frozen, t_other = alternating(_no_grad(frozen, x), _no_grad(other, x), rounds, reps)
         row[key] = (med, lo, hi, 1e3 * t_frozen, 1e3 * t_other)
+    return row
+
+
+def bench_decompose(name: str, batch: int, rounds: int, reps: int) -> dict:
+    """The frozen model's time without its patch norms, without its scaling, and without both (the convolutions
+    alone), each against torchvision. The variants replace two functions of ``alignnet.layers.bcos`` for the
+    duration of a call and compute wrong outputs: they only say where the time goes."""
+    from unittest import mock
+
+    from alignnet.layers import bcos
+
+    ours, tv = _models(name)
+    frozen = alignnet.freeze(ours)
+    x = torch.rand(batch, 3, 224, 224)
+    ones: dict[tuple, torch.Tensor] = {}
+
+    def constant_norms(inp, kernel_size, stride=1, padding=0, groups=1):
+        (kh, kw), (sh, sw), (ph, pw) = bcos._pair(kernel_size), bcos._pair(stride), bcos._pair(padding)
+        shape = (inp.shape[0], groups, (inp.shape[2] + 2 * ph - kh) // sh + 1, (inp.shape[3] + 2 * pw - kw) // sw + 1)
+        return ones.setdefault(shape, torch.ones(shape, dtype=inp.dtype))
+
+    def variant(norms: bool, scaling: bool):
+        patches = []
+        if not norms:
+            patches.append(mock.patch.object(bcos, "patch_norms", constant_norms))
+        if not scaling:
+            patches.append(mock.patch.object(bcos, "_bcos_scaling", lambda linear, *args, **kwargs: linear))
+
+        def f():
+            for patch in patches:
+                patch.start()
+            try:
+                _no_grad(frozen, x)()
+            finally:
+                for patch in patches:
+                    patch.stop()
+
+        return f
+
+    row = {"model": name, "batch": batch}
+    for key, norms, scaling in (
+        ("frozen", True, True),
+        ("no_norms", False, True),
+        ("no_scaling", True, False),
+        ("convolutions", False, False),
+    ):
+        med, lo, hi, t_ours, t_tv = alternating(variant(norms, scaling), _no_grad(tv, x), rounds, reps)
+        row[key] = (med, lo, hi, 1e3 * t_ours)
     return row
 
 
@@ -218,6 +270,9 @@ def main() -> None:
     parser.add_argument(
         "--frozen", action="store_true", help="alignnet.freeze'd B-cos against eager B-cos and (fused) torchvision"
     )
+    parser.add_argument(
+        "--decompose", action="store_true", help="the frozen model without patch norms / scaling / both, against tv"
+    )
     parser.add_argument("--skip-bcos", action="store_true", help="skip the bcos package")
     parser.add_argument("--_memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -257,6 +312,17 @@ def main() -> None:
                 r = bench_frozen(name, batch, args.rounds, args.reps)
                 cells = " | ".join(f"{r[k][0]:.3f}x ({r[k][1]:.2f}-{r[k][2]:.2f})" for k in ("eager", "tv", "tv_fused"))
                 print(f"| {name} | {batch} | {cells} | {r['tv'][3]:.1f} |", flush=True)
+    if args.decompose:
+        print(
+            "\n| model | batch | frozen / tv | without patch norms / tv | without scaling / tv | convolutions alone / tv |"
+        )
+        print("|---|---|---|---|---|---|", flush=True)
+        for name in models:
+            for batch in (int(b) for b in args.batches.split(",")):
+                r = bench_decompose(name, batch, args.rounds, args.reps)
+                keys = ("frozen", "no_norms", "no_scaling", "convolutions")
+                cells = " | ".join(f"{r[k][0]:.3f}x ({r[k][1]:.2f}-{r[k][2]:.2f}); {r[k][3]:.1f} ms" for k in keys)
+                print(f"| {name} | {batch} | {cells} |", flush=True)
     if args.explain:
         print("\n| model (batch 8) | explain / forward (median, range) | explain ms/img | bcos loop / ours (range) |")
         print("|---|---|---|---|", flush=True)
