@@ -312,7 +312,10 @@ def test_pointwise_matmul_path_matches_the_reference(stride, batch, size, b, max
     layer = BcosConv2d(40, 12, 1, stride=stride, b=b, max_out=max_out).double()
     x = torch.randn(batch, 40, size, size, dtype=torch.float64)
     positions = ((size - 1) // stride + 1) ** 2
-    takes = bcos._pointwise_matmul_pays(x, layer.kernel_size, layer.stride, layer.padding, layer.groups)
+    args = (layer.kernel_size, layer.stride, layer.padding, layer.groups)
+    assert not bcos._pointwise_matmul_pays(x, layer.weight, *args)  # training: the weight needs gradients
+    layer.requires_grad_(False)  # inference and explanations
+    takes = bcos._pointwise_matmul_pays(x, layer.weight, *args)
     assert takes == (batch == 1 or positions >= bcos._POINTWISE_MATMUL_MIN_POSITIONS)
     with torch.no_grad():
         fast = layer(x)
@@ -350,8 +353,9 @@ def test_pointwise_matmul_path_is_exact_in_explanations():
     torch.testing.assert_close((w * x).sum(), out[0, 3, 4, 5].detach(), rtol=1e-12, atol=1e-14)
     assert (w[0, :, ::2, ::2] != 0).sum() == 24 and (w != 0).sum() == 24  # one input pixel, every channel
     cl = x.detach().contiguous(memory_format=torch.channels_last)
-    assert not bcos._pointwise_matmul_pays(cl, (1, 1), (1, 1), (0, 0), 1)
-    assert not bcos._pointwise_matmul_pays(x.detach().half(), (1, 1), (1, 1), (0, 0), 1)  # float32/64 only
+    assert bcos._pointwise_matmul_pays(x.detach(), layer.weight, (1, 1), (1, 1), (0, 0), 1)
+    assert not bcos._pointwise_matmul_pays(cl, layer.weight, (1, 1), (1, 1), (0, 0), 1)
+    assert not bcos._pointwise_matmul_pays(x.detach().half(), layer.weight.half(), (1, 1), (1, 1), (0, 0), 1)
 
 
 @pytest.mark.parametrize("kind", ["conv3x3", "conv1x1", "linear"])

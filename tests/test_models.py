@@ -1,6 +1,7 @@
 """Model zoo: registry, pinned parameter counts, and per-model invariants (build, forward,
 backward, explain completeness, save/load, TorchScript) parametrised over ``list_models()``."""
 
+import copy
 import json
 import math
 
@@ -308,7 +309,15 @@ def test_forward_backward_explain_roundtrip(name, tmp_path):
     e = alignnet.explain(model, x, targets="all")
     assert e.weights.shape == (2, 3, 6, *x.shape[-2:])
     assert _relative_completeness(e) < 1e-3
-    assert torch.allclose(e.logits, model(x), rtol=1e-5, atol=1e-6)  # explanation mode keeps the forward
+    # explanation mode keeps the forward. Checked in float64: explanation mode reorders the arithmetic (1x1 layers
+    # as matrix products, row norms in the factor), and at random initialisation these deep float32 models
+    # amplify rounding to 1e-4 of the logits (as between their own no-grad and autograd forwards)
+    if dtype == torch.float64:
+        model64, x64, logits64 = model, x, e.logits
+    else:
+        model64, x64 = copy.deepcopy(model).double(), x.double()
+        logits64 = alignnet.explain(model64, x64).logits
+    torch.testing.assert_close(logits64, model64(x64).detach(), rtol=1e-9, atol=1e-12)
 
     # save/load round trip: identical logits
     if _params(model) <= ROUND_TRIP_MAX_PARAMS:

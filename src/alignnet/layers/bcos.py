@@ -207,19 +207,17 @@ def _bcos_scaling(
     detached constant they go into it: ``(lin / r) |lin / r| / n = lin * (|lin| / (n r^2))``, so the backward
     multiplies once instead of multiplying and dividing; on every other path ``linear`` is divided first.
     """
-    explaining = detach and not (norm.requires_grad or linear.is_leaf or linear._is_view() or _functorch())
-    if rows is not None:
-        eager = not (torch.jit.is_scripting() or _compiling())
-        if not (explaining and eager and b == 2 and not rows.requires_grad and _autograd_needs(linear, norm)):
-            linear, rows = _divide_rows(linear, rows, rows_dim), None
-    if torch.jit.is_scripting():  # TorchScript cannot call a Python autograd.Function
-        factor = _dynamic_factor(linear.detach() if detach else linear, norm.detach() if detach else norm, b)
-        return factor * linear
-    if _compiling():  # let the compiler see (and fuse) the plain elementwise ops
+    if torch.jit.is_scripting() or _compiling():
+        # TorchScript cannot call a Python autograd.Function; a compiler sees (and fuses) the plain elementwise ops
+        if rows is not None:
+            linear = _divide_rows(linear, rows, rows_dim)
         factor = _dynamic_factor(linear.detach() if detach else linear, norm.detach() if detach else norm, b)
         return factor * linear
     if norm.dtype != linear.dtype:  # autocast: the convolution ran in a lower precision than the norms
         norm = norm.to(linear.dtype)
+    explaining = detach and not (norm.requires_grad or linear.is_leaf or linear._is_view() or _functorch())
+    if rows is not None and not (explaining and b == 2 and not rows.requires_grad and _autograd_needs(linear, norm)):
+        linear, rows = _divide_rows(linear, rows, rows_dim), None
     if not _autograd_needs(linear, norm):
         # Inference: one temporary instead of three. ``linear`` is the layer's own fresh output, so
         # it may be overwritten (CPU tensors come from malloc, not a caching allocator, and every
@@ -300,9 +298,13 @@ def _weight_row_norms(w: Tensor) -> Tensor:
 _POINTWISE_MATMUL_MIN_POSITIONS = 14 * 14
 
 
-def _pointwise_matmul_pays(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding, groups: int) -> bool:
-    """Whether this convolution is a 1x1 one that a CPU computes faster as ``W @ x`` (see :func:`_pointwise_conv`)."""
-    if kernel != (1, 1) or _pair(padding) != (0, 0) or groups != 1:
+def _pointwise_matmul_pays(
+    x: Tensor, weight: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding, groups: int
+) -> bool:
+    """Whether this convolution is a 1x1 one that a CPU computes faster as ``W @ x`` (see :func:`_pointwise_conv`):
+    inference and explanations, not training (the weight gradient of a batched product goes through one
+    weight-sized tensor per image: +300 MiB at the peak of a ResNet-50 forward + backward at batch 8)."""
+    if kernel != (1, 1) or _pair(padding) != (0, 0) or groups != 1 or _autograd_needs(weight):
         return False
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or not x.is_contiguous():
         return False
@@ -397,7 +399,7 @@ class BcosConv2d(_UnitRows):
         weight_first = norms is not None and self._normalise_weight_first(x)
         if weight_first:
             weight = weight / norms.to(weight.dtype).view(-1, 1, 1, 1)
-        pointwise = _pointwise_matmul_pays(x, self.kernel_size, self.stride, self.padding, self.groups)
+        pointwise = _pointwise_matmul_pays(x, weight, self.kernel_size, self.stride, self.padding, self.groups)
         if pointwise:  # (N, O, H'*W'), back to (N, O, H', W') at the end
             out, out_size = _pointwise_conv(x, weight, self.stride)
         else:
