@@ -320,9 +320,8 @@ def _pointwise_conv(x: Tensor, weight: Tensor, stride: tuple[int, int]) -> tuple
 
     On a CPU oneDNN reorders the weight into its blocked layout on every call and its backward-data kernel for
     1x1 convolutions is slow on large maps (strided ones especially); MKL's ``W @ x`` reads the weight as it is
-    and its backward is again a matrix product. B-cos ResNet-50 at batch 1: 38 ms of 1x1 convolutions become 27
-    ms; the input gradients of an explanation at batch 8, 561 ms of convolutions become 464
-    (benchmarks/RESULTS.md). The output stays 3-D until the layer returns, so that the B-cos scaling works on a
+    and its backward is again a matrix product. B-cos ResNet-50's 1x1 layers in isolation at batch 1: 38 ms become
+    27 ms; the input gradients of all its convolutions at batch 8: 561 ms become 464 (benchmarks/RESULTS.md). The output stays 3-D until the layer returns, so that the B-cos scaling works on a
     tensor of its own, not on a view (docs/performance.md).
     """
     if stride != (1, 1):
