@@ -126,7 +126,7 @@ def bench_decompose(name: str, batch: int, rounds: int, reps: int) -> dict:
 
     def constant_norms(inp, kernel_size, stride=1, padding=0, groups=1):
         (kh, kw), (sh, sw), (ph, pw) = bcos._pair(kernel_size), bcos._pair(stride), bcos._pair(padding)
-        shape = (inp.shape[0], groups, (inp.shape[2] + 2 * ph - kh) // sh + 1, (inp.shape[3] + 2 * pw - kw) // sw + 1)
+        shape = (inp.shape[0], groups, bcos._out_len(inp.shape[2], kh, sh, ph), bcos._out_len(inp.shape[3], kw, sw, pw))
         return ones.setdefault(shape, torch.ones(shape, dtype=inp.dtype))
 
     def variant(norms: bool, scaling: bool):

@@ -50,7 +50,7 @@ def _targets_for(logits: Tensor, target: int | str | None, threshold: float | No
     ``threshold``, every class whose ``sigmoid(logit) >= threshold`` from the highest logit down (the top one
     when none is)."""
     if target is None and threshold is not None:
-        return labels_above(logits, threshold) or [int(torch.argsort(logits, descending=True, stable=True)[0])]
+        return labels_above(logits, threshold) or [int(logits.argmax())]
     if target is None or target == "pred":
         return [int(logits.argmax())]
     if isinstance(target, str):  # topN

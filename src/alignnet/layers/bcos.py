@@ -99,13 +99,17 @@ def _box_matmul_pays(squares: Tensor) -> bool:
     return squares.shape[-2] * squares.shape[-1] >= _BOX_MATMUL_MIN_PIXELS
 
 
+def _out_len(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    """Output length of a convolution (or pooling) along one dimension."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
 @functools.lru_cache(maxsize=64)
 def _box_matrix(size: int, k: int, stride: int, padding: int, dtype: torch.dtype) -> Tensor:
     """``(out, size)`` CPU matrix of ones where output position ``i`` covers input ``j`` (zero padding drops out).
 
     A constant of its arguments (never written to), so it is built once per shape."""
-    out = (size + 2 * padding - k) // stride + 1
-    start = torch.arange(out)[:, None] * stride - padding
+    start = torch.arange(_out_len(size, k, stride, padding))[:, None] * stride - padding
     j = torch.arange(size)[None]
     return ((j >= start) & (j < start + k)).to(dtype)
 
@@ -310,7 +314,7 @@ def _pointwise_matmul_pays(
         return False
     if _capturing_graph():
         return False  # a compiler or a trace sees the convolution itself
-    positions = ((x.shape[2] - 1) // stride[0] + 1) * ((x.shape[3] - 1) // stride[1] + 1)
+    positions = _out_len(x.shape[2], 1, stride[0]) * _out_len(x.shape[3], 1, stride[1])
     # one image: always (one matrix product); a batch of small maps: oneDNN's batched kernel is faster
     return x.shape[0] == 1 or positions >= _POINTWISE_MATMUL_MIN_POSITIONS
 
@@ -320,8 +324,9 @@ def _pointwise_conv(x: Tensor, weight: Tensor, stride: tuple[int, int]) -> tuple
 
     On a CPU oneDNN reorders the weight into its blocked layout on every call and its backward-data kernel for
     1x1 convolutions is slow on large maps (strided ones especially); MKL's ``W @ x`` reads the weight as it is
-    and its backward is again a matrix product. B-cos ResNet-50's 1x1 layers in isolation at batch 1: 38 ms become
-    27 ms; the input gradients of all its convolutions at batch 8: 561 ms become 464 (benchmarks/RESULTS.md). The output stays 3-D until the layer returns, so that the B-cos scaling works on a
+    and its backward is again a matrix product. B-cos ResNet-50's 1x1 layers in isolation at batch 1: 38 ms
+    become 27 ms; the input gradients of all its convolutions at batch 8: 561 ms become 464
+    (benchmarks/RESULTS.md). The output stays 3-D until the layer returns, so that the B-cos scaling works on a
     tensor of its own, not on a view (docs/performance.md).
     """
     if stride != (1, 1):
@@ -429,8 +434,8 @@ class BcosConv2d(_UnitRows):
         if _autograd_needs(x, self.weight):
             return False  # autograd would keep the scaled copy of the weight for the backward: more memory
         kh, kw = self.kernel_size
-        h = (x.shape[2] + 2 * self.padding[0] - kh) // self.stride[0] + 1
-        w = (x.shape[3] + 2 * self.padding[1] - kw) // self.stride[1] + 1
+        h = _out_len(x.shape[2], kh, self.stride[0], self.padding[0])
+        w = _out_len(x.shape[3], kw, self.stride[1], self.padding[1])
         return self.in_channels // self.groups * kh * kw < x.shape[0] * h * w
 
     def extra_repr(self) -> str:

@@ -129,6 +129,12 @@ def _example(model: nn.Module, example: Tensor | None) -> Tensor:
     spec = getattr(model, "input_spec", None)
     if spec is None:
         raise InputError("this model has no input_spec: pass example=<a batch it accepts> to alignnet.freeze")
+    return spec_example(model, spec)
+
+
+def spec_example(model: nn.Module, spec) -> Tensor:
+    """Two seeded random images of ``spec`` (an :class:`~alignnet.models.InputSpec`) in the model's dtype and device:
+    the batch :func:`freeze` checks the copy with when given none."""
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
     device = param.device if param is not None else torch.device("cpu")

@@ -140,8 +140,8 @@ def build_datasets(config: DataConfig) -> tuple[Dataset, Dataset, int]:
         n_classes = 10
     else:  # the user's own data: a label CSV (multi-label) or an image folder
         if config.root is None:
-            what = "the label CSV (--data csv:FILE or" if d == "csv" else "the image folder ("
-            raise InputError(f"data.root must name {what} --set data.root=PATH)")
+            what = "the label CSV (--data csv:FILE or " if d == "csv" else "the image folder ("
+            raise InputError(f"data.root must name {what}--set data.root=PATH)")
         if d == "csv":
             from ..data.multilabel import csv_datasets
 
